@@ -1,0 +1,103 @@
+"""Steering Catalyst to a FLOPs target (DESIGN.md §2.4-2.5).
+
+lambda starts small and grows smoothly while the model with every *decided* channel removed (c >= c_hi,
+a margin above the c = 1 boundary that early noise wanders around) still has more MACs than the
+target. Once it does not, or once `freeze_by` of the phase has gone by, the prune set is frozen: the
+channels in descending c that bring the measured MACs to the target. Kept channels get d = 0, and the
+frozen set is driven to exactly zero with a constant step, so the cut that follows is lossless.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from catalyst_deploy.catalyst.regularizer import CatalystRegularizer
+from catalyst_deploy.surgery import ChannelGraph
+
+
+@dataclass(frozen=True)
+class CatalystSettings:
+    """Knobs of the Catalyst schedule (recipes may override each)."""
+
+    lam0: float = 0.01  # initial lambda; the proximal step is lr * lambda
+    growth: float = 1.05  # lambda *= growth at every check while the decided set is short of the target
+    check_every: int = 10  # steps between checks (each check measures MACs on a trial cut)
+    c_hi: float = 1.5  # a channel counts as decided for pruning at c >= c_hi
+    freeze_by: float = 0.5  # freeze at the latest after this share of the regularized phase
+    freeze_boost: float = 4.0  # frozen set: constant step = base_lr * lambda * boost (capped at 0.5)
+
+
+@dataclass
+class ControllerTrace:
+    step: int
+    lam: float
+    decided: int
+    decided_macs_ratio: float
+
+
+class TargetController:
+    """Grows lambda, watches the decided set's MACs, freezes the prune set (see module doc)."""
+
+    def __init__(self, method: CatalystRegularizer, graph: ChannelGraph, macs_dense: int, target_macs: float,
+                 settings: CatalystSettings, total_steps: int, base_lr: float,
+                 round_to: int | None, max_ratio: float):
+        self.method, self.graph, self.settings = method, graph, settings
+        self.macs_dense, self.target_macs = macs_dense, target_macs
+        self.total_steps, self.base_lr = total_steps, base_lr
+        self.round_to, self.max_ratio = round_to, max_ratio
+        self.trace: list[ControllerTrace] = []
+        self.frozen_at: int | None = None
+        self.forced = False
+        self.frozen_mask: torch.Tensor | None = None
+        self._last: tuple[torch.Tensor, int] | None = None
+        method.set_lambda(settings.lam0, 0)
+
+    @property
+    def frozen(self) -> bool:
+        return self.frozen_mask is not None
+
+    @property
+    def current_ratio(self) -> float:
+        """MACs ratio of the decided (or frozen) set at the last check, for progress display."""
+        return self.trace[-1].decided_macs_ratio if self.trace else 1.0
+
+    def on_step(self, step: int) -> None:
+        """Call after every `method.after_step`; `step` counts from 1."""
+        s = self.settings
+        if self.frozen or step % s.check_every:
+            return
+        decided = self.graph.limit(self.method.ratio().cpu() >= s.c_hi, self.method.scores(), None, self.max_ratio)
+        macs = self._macs(decided)
+        self.trace.append(ControllerTrace(step, self.method.lam, int(decided.sum()), macs / self.macs_dense))
+        if macs <= self.target_macs:
+            self.freeze(step)
+        elif step >= s.freeze_by * self.total_steps:
+            self.freeze(step, forced=True)
+        else:
+            self.method.set_lambda(self.method.lam * s.growth, step)
+
+    def freeze(self, step: int, forced: bool = False) -> torch.Tensor:
+        """Fix the prune set now (also called by the pipeline if the phase ends before a freeze)."""
+        mask = self.graph.select_to_target(self.method.scores(), self.target_macs, self.round_to, self.max_ratio)
+        step_size = min(0.5, self.base_lr * self.method.lam * self.settings.freeze_boost)
+        self.method.freeze(mask, step_size)
+        self.frozen_mask, self.frozen_at, self.forced = mask, step, forced
+        macs = self._macs(mask)
+        self.trace.append(ControllerTrace(step, self.method.lam, int(mask.sum()), macs / self.macs_dense))
+        return mask
+
+    def _macs(self, mask: torch.Tensor) -> int:
+        if self._last is not None and torch.equal(self._last[0], mask):
+            return self._last[1]
+        macs = self.graph.trial_macs(mask)
+        self._last = (mask.clone(), macs)
+        return macs
+
+    def state(self) -> dict:
+        return {
+            "frozen_at_step": self.frozen_at,
+            "freeze_forced": self.forced,
+            "trace": [t.__dict__ for t in self.trace],
+        }
