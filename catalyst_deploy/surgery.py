@@ -128,7 +128,7 @@ class ChannelGraph:
             from catalyst_deploy.errors import did_you_mean
 
             raise UsageError(f"--ignore {missing[0]!r} is not a module of the model{did_you_mean(missing[0], modules)}")
-        ignored = [modules[n] for n in ignore]
+        ignored = [sub for n in ignore for sub in modules[n].modules()]  # a block name covers its layers
         head = output_layer(self.model, self.example)
         return ignored + ([head] if head is not None else [])
 
@@ -151,18 +151,23 @@ class ChannelGraph:
         return self.names.get(self.groups[g][0].dep.target.module, "?")
 
     # ---- producer slices (what the regularizer acts on) ----------------------------------------
-    def producer_slices(self) -> list[ParamSlice]:
+    def producer_slices(self, skip_normalized: bool = False) -> list[ParamSlice]:
         """Every parameter slice that *produces* a channel: conv/linear output rows, biases, norm scale/shift.
 
         Consumers' input columns are left out on purpose, so that no parameter entry belongs to two
         channels: a channel whose producer slices are all zero outputs exactly zero (for activations
         with f(0) = 0), and a per-channel proximal step is then exact (DESIGN.md §2.2, property P1).
+
+        `skip_normalized` also leaves out the rows of convs/linears whose output goes only into a
+        BatchNorm: the BN makes them scale-invariant (their norm says nothing about the function, and
+        SGD grows small ones fast), while BN scale and shift at zero already silence the channel.
         """
+        skip = self._normalized_producers() if skip_normalized else set()
         owner: dict[tuple[int, int], tuple[nn.Parameter, int, dict[int, int]]] = {}
         for g, group in enumerate(self.groups):
             for item in group:
                 dep = item.dep
-                if not self.dg.is_out_channel_pruning_fn(dep.handler):
+                if not self.dg.is_out_channel_pruning_fn(dep.handler) or dep.target.module in skip:
                     continue
                 for param, dim in _output_params(dep.target.module):
                     key = (id(param), dim)
@@ -175,6 +180,15 @@ class ChannelGraph:
             chan = torch.tensor([mapping[p] for p in sorted(mapping)], dtype=torch.long, device=param.device)
             slices.append(ParamSlice(param, dim, pos, chan))
         return slices
+
+    def _normalized_producers(self) -> set[nn.Module]:
+        """Convs/linears whose every consumer is a BatchNorm."""
+        found = set()
+        for module, node in self.dg.module2node.items():
+            if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)) and node.outputs and all(
+                    isinstance(out.module, nn.modules.batchnorm._BatchNorm) for out in node.outputs):
+                found.add(module)
+        return found
 
     # ---- selections and plans ------------------------------------------------------------------
     def limit(self, chosen: torch.Tensor, priority: torch.Tensor, round_to: int | None, max_ratio: float) -> torch.Tensor:

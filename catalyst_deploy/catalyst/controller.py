@@ -1,6 +1,6 @@
 """Steering Catalyst to a FLOPs target (DESIGN.md §2.4-2.5).
 
-lambda starts small and grows smoothly while the model with every *decided* channel removed (c >= c_hi,
+lambda starts small and grows geometrically (reaching `step_max` at the deadline) while the model with every *decided* channel removed (c >= c_hi,
 a margin above the c = 1 boundary that early noise wanders around) still has more MACs than the
 target. Once it does not, or once `freeze_by` of the phase has gone by, the prune set is frozen: the
 channels in descending c that bring the measured MACs to the target. Kept channels get d = 0, and the
@@ -19,14 +19,20 @@ from catalyst_deploy.surgery import ChannelGraph
 
 @dataclass(frozen=True)
 class CatalystSettings:
-    """Knobs of the Catalyst schedule (recipes may override each)."""
+    """Knobs of the Catalyst schedule (recipes may override each). Strengths are given as the proximal
+    step eta*lambda at the base learning rate, so they mean the same whatever the LR is."""
 
-    lam0: float = 0.01  # initial lambda; the proximal step is lr * lambda
-    growth: float = 1.05  # lambda *= growth at every check while the decided set is short of the target
-    check_every: int = 10  # steps between checks (each check measures MACs on a trial cut)
+    step0: float = 0.01  # initial eta*lambda
+    step_max: float = 0.05  # eta*lambda reached at the freeze deadline if the target is not met before
+    check_every: int = 5  # steps between checks (each check measures MACs on a trial cut)
     c_hi: float = 1.5  # a channel counts as decided for pruning at c >= c_hi
-    freeze_by: float = 0.5  # freeze at the latest after this share of the regularized phase
-    freeze_boost: float = 4.0  # frozen set: constant step = base_lr * lambda * boost (capped at 0.5)
+    freeze_by: float = 0.6  # freeze at the latest after this share of the regularized phase
+    freeze_step: float = 0.2  # constant eta*lambda that drives the frozen set to exactly zero
+
+    def growth(self, total_steps: int) -> float:
+        """lambda factor per check: geometric from step0 to step_max over the steps before the deadline."""
+        checks = max(1.0, self.freeze_by * total_steps / self.check_every)
+        return (self.step_max / self.step0) ** (1.0 / checks)
 
 
 @dataclass
@@ -52,7 +58,8 @@ class TargetController:
         self.forced = False
         self.frozen_mask: torch.Tensor | None = None
         self._last: tuple[torch.Tensor, int] | None = None
-        method.set_lambda(settings.lam0, 0)
+        self.growth = settings.growth(total_steps)
+        method.set_lambda(settings.step0 / base_lr, 0)
 
     @property
     def frozen(self) -> bool:
@@ -76,13 +83,12 @@ class TargetController:
         elif step >= s.freeze_by * self.total_steps:
             self.freeze(step, forced=True)
         else:
-            self.method.set_lambda(self.method.lam * s.growth, step)
+            self.method.set_lambda(self.method.lam * self.growth, step)
 
     def freeze(self, step: int, forced: bool = False) -> torch.Tensor:
         """Fix the prune set now (also called by the pipeline if the phase ends before a freeze)."""
         mask = self.graph.select_to_target(self.method.scores(), self.target_macs, self.round_to, self.max_ratio)
-        step_size = min(0.5, self.base_lr * self.method.lam * self.settings.freeze_boost)
-        self.method.freeze(mask, step_size)
+        self.method.freeze(mask, self.settings.freeze_step)
         self.frozen_mask, self.frozen_at, self.forced = mask, step, forced
         macs = self._macs(mask)
         self.trace.append(ControllerTrace(step, self.method.lam, int(mask.sum()), macs / self.macs_dense))

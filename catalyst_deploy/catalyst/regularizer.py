@@ -32,8 +32,8 @@ class CatalystRegularizer(PruningMethod):
     name = "catalyst"
     summary = "Catalyst product penalty d*||F|| with proximal updates: lossless, magnitude-fair cuts"
 
-    def __init__(self, lam: float = 1e-3):
-        self.lam = lam
+    def __init__(self, lam: float = 0.1, skip_normalized: bool = True):
+        self.lam, self.skip_normalized = lam, skip_normalized
         self.frozen: torch.Tensor | None = None  # bool mask of the frozen prune set
         self.frozen_step: float | None = None  # eta*lambda for the frozen set, constant
         self.history: list[tuple[int, float]] = []
@@ -42,7 +42,7 @@ class CatalystRegularizer(PruningMethod):
     # ---- PruningMethod -------------------------------------------------------------------------
     def start(self, graph: ChannelGraph) -> None:
         super().start(graph)
-        self.slices: list[ParamSlice] = graph.producer_slices()
+        self.slices: list[ParamSlice] = graph.producer_slices(self.skip_normalized)
         self.device = self.slices[0].param.device
         self._full = [_covers_whole_dim(s) for s in self.slices]
         self.d = self.norms().clone()  # every channel starts on the boundary c = 1

@@ -1,0 +1,93 @@
+"""Dependency-graph surgery: the FLOPs target is hit on real torchvision models, plans round-trip."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+import torchvision
+
+from catalyst_deploy.errors import CatalystDeployError, UsageError
+from catalyst_deploy.surgery import (ChannelGraph, apply_plan, count_macs, load_plan, prune_to_target,
+                                     rebuild_pruned, save_plan)
+from catalyst_deploy.zoo import small_resnet
+
+MODELS = ["resnet18", "resnet50", "mobilenet_v2", "vgg11_bn", "efficientnet_b0", "densenet121"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", MODELS)
+def test_target_flops_is_hit_and_model_still_runs(name):
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(name, num_classes=10).eval()
+    example = torch.randn(1, 3, 64, 64)
+    result = prune_to_target(model, example, 0.5, round_to=8)
+    assert 0.46 <= result.macs_ratio <= 0.50, result.macs_ratio
+    assert result.macs_after == count_macs(model, example)[0]
+    assert model(torch.randn(2, 3, 64, 64)).shape == (2, 10)
+    # channel counts of every pruned conv honour round_to (where the layer was large enough to round)
+    for layer in result.plan["layers"].values():
+        if layer["type"] == "Conv2d" and "out" in layer and layer["out"]["size"] > 8:
+            assert len(layer["out"]["keep"]) % 8 == 0
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
+def test_plan_round_trip_gives_identical_outputs(tmp_path, name):
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(name, num_classes=10).eval()
+    example = torch.randn(1, 3, 48, 48)
+    result = prune_to_target(model, example, 0.6, round_to=None)
+    save_plan(result.plan, tmp_path / "plan.json")
+    torch.save(model.state_dict(), tmp_path / "state.pt")
+    rebuilt = rebuild_pruned(torchvision.models.get_model(name, num_classes=10).eval(),
+                             load_plan(tmp_path / "plan.json"),
+                             torch.load(tmp_path / "state.pt", weights_only=True))
+    x = torch.randn(3, 3, 48, 48)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), model(x))
+    assert json.loads((tmp_path / "plan.json").read_text())["macs_after"] == result.macs_after
+
+
+def test_plan_for_a_different_architecture_is_refused():
+    model = small_resnet()
+    example = torch.randn(1, 1, 28, 28)
+    plan = prune_to_target(model, example, 0.5).plan
+    with pytest.raises(UsageError, match="channels|does not have"):
+        apply_plan(small_resnet(widths=(16, 32, 64)), plan)
+
+
+def test_head_and_ignored_layers_stay_whole():
+    model = small_resnet()
+    example = torch.randn(1, 1, 28, 28)
+    graph = ChannelGraph(model, example, ignore=["stem"])
+    roots = {graph.root_name(g) for g in range(len(graph.groups))}
+    assert "fc" not in roots and not any(r.startswith("stem") for r in roots)
+    result = prune_to_target(model, example, 0.5, graph=graph)
+    assert model.fc.out_features == 10
+    assert all(not name.startswith("stem.") or "in" in layer and "out" not in layer
+               for name, layer in result.plan["layers"].items())
+
+
+def test_unknown_ignored_layer_is_a_usage_error():
+    with pytest.raises(UsageError, match="did you mean"):
+        ChannelGraph(small_resnet(), torch.randn(1, 1, 28, 28), ignore=["stemm"])
+
+
+def test_unreachable_target_is_a_clear_error():
+    model = small_resnet()
+    with pytest.raises(CatalystDeployError, match="cannot be reached"):
+        prune_to_target(model, torch.randn(1, 1, 28, 28), 0.001)
+
+
+def test_absolute_budget_and_channel_norm_ranking():
+    torch.manual_seed(0)
+    model = small_resnet()
+    example = torch.randn(1, 1, 28, 28)
+    dense = count_macs(model, example)[0]
+    graph = ChannelGraph(copy.deepcopy(model), example)
+    result = prune_to_target(model, example, 0.6 * dense)
+    assert result.macs_after <= 0.6 * dense
+    # trial MACs agree with the real cut
+    assert graph.trial_macs(torch.zeros(graph.num_channels, dtype=torch.bool)) == dense
