@@ -135,7 +135,9 @@ class PruneRun:
             self.report["bifurcation_margin"] = bifurcation_margin(self.report["log_c_at_cut"], mask.tolist())
         else:
             mask = graph.select_to_target(method.scores(), target_macs, cfg.round_to, cfg.max_layer_ratio)
-        self.trajectory = hooks.trajectory
+        self.report["pruned_channels"] = mask.nonzero().flatten().tolist()
+        if hooks.trajectory:
+            self.report["c_trajectory"] = [[step, _finite(torch.tensor(c).log())] for step, c in hooks.trajectory]
         return mask, hooks
 
     def cut(self, s: Setup, graph: ChannelGraph, mask: torch.Tensor) -> dict:

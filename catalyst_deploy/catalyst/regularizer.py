@@ -82,7 +82,9 @@ class CatalystRegularizer(PruningMethod):
         norms = self.norms()
         scale = (1.0 - step * self.d / norms.clamp_min(_TINY)).clamp_min(0.0)
         scale = torch.where(norms > 0, scale, torch.zeros_like(scale))
-        self.d = (self.d - step * norms).clamp_min(0.0)
+        d_next = (self.d - step * norms).clamp_min(0.0)
+        # the frozen prune set keeps its d: a fixed threshold that the task gradient cannot wear down
+        self.d = d_next if self.frozen is None else torch.where(self.frozen, self.d, d_next)
         for s, full in zip(self.slices, self._full):
             factor = scale[s.chan]
             if not full:
@@ -110,9 +112,10 @@ class CatalystRegularizer(PruningMethod):
         """Fix the prune set: kept channels get d = 0 (free from now on), the prune set is driven to
         exactly zero with the constant proximal step `step_size` (= eta*lambda, < 1).
 
-        A frozen channel still at c <= 2 is lifted to c = 2: on the boundary c = 1, F and d would
-        shrink by the same factor forever and F would never reach exactly zero; from c = 2 it takes
-        about 1/step_size steps."""
+        A frozen channel still at c <= 2 is lifted to c = 2, and its d stays fixed from then on: on the
+        boundary c = 1, F and d would shrink by the same factor forever, and a channel the task loss
+        still pulls on would wear d down to zero. With d fixed, every step soft-thresholds F by
+        step_size * d, and F reaches exactly zero within a few steps."""
         prune = prune.to(self.device)
         self.frozen = prune
         self.frozen_step = step_size

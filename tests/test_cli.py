@@ -1,0 +1,76 @@
+"""The prune/demo command line through a real subprocess: help, the demo, and clear errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+CLI = [sys.executable, "-m", "catalyst_deploy.cli"]
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=600, cwd=cwd)
+
+
+@pytest.mark.parametrize("command", [[], ["prune"], ["demo"]])
+def test_help_works_and_explains(command):
+    result = run_cli(*command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "Usage" in result.stdout
+    if command == ["prune"]:
+        for option in ("--target-flops", "--method", "--data", "--round-to", "--trust-pickle", "--export"):
+            assert option in result.stdout
+
+
+def test_help_does_not_import_torch():
+    code = "import sys; from catalyst_deploy import cli; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.slow
+def test_demo_with_a_tiny_budget_writes_every_output(tmp_path):
+    out = tmp_path / "demo"
+    result = run_cli("demo", "--steps-per-epoch", "6", "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    assert report["macs"]["ratio"] <= 0.5
+    assert set(report["accuracy"]) == {"dense", "after_regularization", "after_surgery", "final"}
+    for name in ("pruned.pt", "pruned_state.pt", "plan.json", "report.json", "report.md", "bifurcation.png"):
+        assert (out / name).is_file(), name
+    model = torch.load(out / "pruned.pt", weights_only=False)
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    assert "right after surgery" in (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["prune", "missing.pt", "--data", "demo"], "model file not found"),
+    (["prune", "nosuchprefix:thing", "--data", "demo"], "nosuchprefix"),
+    (["prune", "zoo:tiny_cnn", "--data", "demo", "--target-flops", "0"], "between 0 and 1"),
+    (["prune", "zoo:tiny_cnn", "--data", "demo", "--target-flops", "1.5"], "between 0 and 1"),
+    (["prune", "zoo:tiny_cnn", "--data", "demo", "--target-flops", "abc"], "not a number"),
+    (["prune", "zoo:tiny_cnn", "--data", "demo", "--method", "catalist"], "did you mean 'catalyst'"),
+    (["prune", "zoo:tiny_cnn", "--data", "nosuch:/x"], "nosuch"),
+])
+def test_bad_input_is_one_line_with_exit_code_2_and_no_output_folder(tmp_path, args, message):
+    out = tmp_path / "run"
+    result = run_cli(*args, "--out", str(out))
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.stderr
+    assert not out.exists()
+    assert not list(tmp_path.glob(".run.partial-*"))
+
+
+def test_existing_output_is_not_overwritten_without_flag(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    result = run_cli("prune", "zoo:tiny_cnn", "--data", "demo", "--out", str(out))
+    assert result.returncode == 2 and "--overwrite" in result.stderr
+    assert (out / "keep.txt").read_text() == "mine"
