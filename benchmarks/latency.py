@@ -1,0 +1,231 @@
+"""ONNX Runtime CPU latency, pruned / dense, of torchvision models cut to half their MACs by several
+pruning methods, all timed interleaved in one process (DESIGN.md 6; issue "Export and real latency").
+
+    python benchmarks/latency.py                                   # resnet18 + mobilenet_v2, batch 1 and 8
+    python benchmarks/latency.py --models resnet18 --batches 1 --repeats 1
+
+Methods (all L2-magnitude ranking inside a layer, random-init weights: latency depends on shapes only):
+  anchor             torch-pruning MetaPruner, the same share of every layer, round_to 8: the reference
+                     of ../shared/anchors/torch_pruning_latency.py (same channel counts, found by bisection
+                     over its 400-step schedule instead of stepping through it)
+  anchor-r16         the same with round_to 16 (the NCHWc block of ORT's AVX-512 convolutions)
+  surgery-l2         catalyst_deploy.surgery.prune_to_target defaults: global L2 ranking, round_to 8
+  uniform-r16        prune_to_target, the same share of every group, round_to 16
+  latency-aware-r16  prune_to_target with bench.layer_latency.latency_aware_scores (alpha 1): groups whose
+                     convs cost the most ORT time per MAC, profiled in the whole model, lose channels first
+
+Prints a table and writes it between <!-- latency:begin --> and <!-- latency:end --> in
+benchmarks/RESULTS.md (other sections of that file are left alone).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+import torchvision
+
+from catalyst_deploy.bench.harness import time_interleaved
+from catalyst_deploy.bench.layer_latency import (channel_multiple, conv_shapes, group_latency_per_mac,
+                                                 latency_aware_scores, profile_conv_latency)
+from catalyst_deploy.bench.stats import LatencyStats
+from catalyst_deploy.exporters.onnx import open_ort_session, torch_to_onnx
+from catalyst_deploy.surgery import ChannelGraph, count_macs, prune_to_target
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+BEGIN, END = "<!-- latency:begin -->", "<!-- latency:end -->"
+
+
+# ---- pruning methods ------------------------------------------------------------------------------
+def prune_anchor(model, example, target: float, round_to: int, steps: int = 400):
+    """The anchor's structure: the first k/steps uniform torch-pruning ratio whose MACs are <= target."""
+    import torch_pruning as tp
+
+    dense = count_macs(model, example)[0]
+
+    def cut(k: int):
+        trial = copy.deepcopy(model)
+        head = [m for m in trial.modules() if isinstance(m, torch.nn.Linear)][-1:]
+        tp.pruner.MetaPruner(trial, example, importance=tp.importance.GroupMagnitudeImportance(p=2),
+                             pruning_ratio=k / steps, ignored_layers=head, round_to=round_to).step()
+        return trial
+
+    lo, hi = 1, steps
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if count_macs(cut(mid), example)[0] <= target * dense else (mid + 1, hi)
+    return cut(lo)
+
+
+def prune_surgery(model, example, target: float, round_to: int, scores: str | None, threads: int = 2):
+    """catalyst_deploy.surgery.prune_to_target with L2 (scores None), uniform or latency-aware priorities."""
+    graph = ChannelGraph(model, example)
+    priority = None
+    if scores is not None:
+        per_mac = torch.ones(len(graph.sizes), dtype=torch.float64)
+        if scores == "latency-aware":
+            per_mac = group_latency_per_mac(graph, conv_shapes(model, example),
+                                            profile_conv_latency(model, example, threads=threads))
+        priority = latency_aware_scores(graph, per_mac, alpha=1.0 if scores == "latency-aware" else 0.0)
+    prune_to_target(model, example, target, scores=priority, round_to=round_to, graph=graph)
+    return model
+
+
+# method -> f(model, example, MACs target, ORT threads) -> pruned model
+METHODS = {
+    "anchor": lambda m, x, t, n: prune_anchor(m, x, t, round_to=8),
+    "anchor-r16": lambda m, x, t, n: prune_anchor(m, x, t, round_to=16),
+    "surgery-l2": lambda m, x, t, n: prune_surgery(m, x, t, round_to=8, scores=None),
+    "uniform-r16": lambda m, x, t, n: prune_surgery(m, x, t, round_to=16, scores="uniform"),
+    "latency-aware-r16": lambda m, x, t, n: prune_surgery(m, x, t, round_to=16, scores="latency-aware", threads=n),
+}
+
+
+def build_variants(name: str, size: int, target: float, methods: list[str], threads: int) -> dict[str, tuple]:
+    """{"dense": (model, 1.0), method: (pruned model, MACs ratio), ...}, from one random-init model."""
+    torch.manual_seed(0)
+    dense = torchvision.models.get_model(name).eval()
+    example = torch.randn(1, 3, size, size)
+    dense_macs = count_macs(dense, example)[0]
+    variants = {"dense": (dense, 1.0)}
+    for method in methods:
+        pruned = METHODS[method](copy.deepcopy(dense), example, target, threads).eval()
+        variants[method] = (pruned, count_macs(pruned, example)[0] / dense_macs)
+    return variants
+
+
+# ---- measuring ------------------------------------------------------------------------------------
+def latency_ratios(variants: dict, size: int, batches: list[int], threads: int, runs: dict, repeats: int,
+                   workdir: Path) -> dict:
+    """{(method, batch): [p50 ratio to dense per repeat]} and {("dense", batch): [dense p50 ms]}: every
+    variant's ORT session timed in turn (ABBA order) in one process, intra-op spinning off."""
+    sessions = {}
+    for label, (model, _) in variants.items():
+        path = workdir / f"{label}.onnx"
+        torch_to_onnx(model, torch.randn(1, 3, size, size), path)
+        sessions[label] = open_ort_session(path, intra_op_threads=threads)
+    out: dict = {}
+    for batch in batches:
+        x = torch.randn(batch, 3, size, size).numpy()
+        calls = {label: (lambda s=s: s.run(None, {"input": x})) for label, s in sessions.items()}
+        for _ in range(repeats):
+            times = time_interleaved(calls, warmup=3, min_time_s=0.0, min_runs=runs[batch])
+            p50 = {label: LatencyStats.from_seconds(t, batch).p50_ms for label, t in times.items()}
+            out.setdefault(("dense", batch), []).append(p50["dense"])
+            for label in variants:
+                out.setdefault((label, batch), []).append(p50[label] / p50["dense"])
+    return out
+
+
+def channel_staircase(threads: int) -> str:
+    """Latency of one 3x3 conv at 56x56 (ResNet-18 layer1) at 48, 56 and 64 channels: the NCHWc block."""
+    import io
+    import warnings
+
+    cells = []
+    for channels in (48, 56, 64):
+        conv = torch.nn.Sequential(torch.nn.Conv2d(channels, channels, 3, padding=1), torch.nn.ReLU()).eval()
+        buffer = io.BytesIO()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(conv, (torch.randn(1, channels, 56, 56),), buffer, dynamo=False, input_names=["input"])
+        session = open_ort_session(buffer.getvalue(), intra_op_threads=threads)
+        x = torch.randn(1, channels, 56, 56).numpy()
+        times = time_interleaved({"conv": lambda: session.run(None, {"input": x})}, 3, 0.0, 50)["conv"]
+        cells.append(f"{channels} ch {LatencyStats.from_seconds(times, 1).p50_ms:.2f} ms")
+    return "one 3x3 conv at 56x56, batch 1: " + ", ".join(cells)
+
+
+# ---- reporting ------------------------------------------------------------------------------------
+def format_section(all_results: dict, args, seconds: float, loads: tuple, staircase: str) -> str:
+    """The RESULTS.md section: settings, machine, and one row per model and method."""
+    batches = args.batches
+    head = ["model", "method", "MACs ratio"] + [f"latency ratio b{b} (min-max)" for b in batches] + ["latency / MACs"]
+    lines = ["## ONNX Runtime CPU latency, pruned / dense (`benchmarks/latency.py`)", "",
+             f"Command: `python benchmarks/latency.py {' '.join(args.argv)}`".replace("  ", " "), "",
+             f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}; "
+             f"onnxruntime {__import__('onnxruntime').__version__}, torch {torch.__version__}",
+             f"- {args.threads} intra-op threads, spinning off; input {args.size}x{args.size}; every variant's session "
+             f"timed in turn in one process (ABBA), p50 of >= {args.runs_b1}/{args.runs_b8} runs (batch 1/other), "
+             f"{args.repeats} repeats (ratio = median of the repeats); MACs target {args.target}",
+             f"- load average before/after: {loads[0]:.2f} / {loads[1]:.2f} (other jobs share these cores); "
+             f"run took {seconds / 60:.1f} min",
+             f"- NCHWc staircase: {staircase}; `channel_multiple('ort-cpu')` = {channel_multiple('ort-cpu')} here", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for model, (variants, results) in all_results.items():
+        dense_ms = ", ".join(f"b{b} {_median(results['dense', b]):.1f} ms" for b in batches)
+        lines.append(f"| {model} | dense ({dense_ms}) | 1.000 | " + " | ".join("1.000" for _ in batches) + " | |")
+        for method, (_, macs) in variants.items():
+            if method == "dense":
+                continue
+            ratios = [results[method, b] for b in batches]
+            cells = [f"**{_median(r):.3f}** ({min(r):.3f}-{max(r):.3f})" for r in ratios]
+            efficiency = "/".join(f"{_median(r) / macs:.2f}" for r in ratios)
+            lines.append(f"| {model} | {method} | {macs:.3f} | " + " | ".join(cells) + f" | {efficiency} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_section(path: Path, section: str) -> None:
+    """Replace (or append) the text between BEGIN and END in `path`, leaving the rest of the file alone."""
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    block = f"{BEGIN}\n{section}{END}"
+    if BEGIN in text and END in text:
+        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=["resnet18", "mobilenet_v2"])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    parser.add_argument("--target", type=float, default=0.5, help="MACs ratio to prune to")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs-b1", type=int, default=40, help="timed runs per variant at batch 1")
+    parser.add_argument("--runs-b8", type=int, default=12, help="timed runs per variant at other batches")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-write", action="store_true", help="print only, leave RESULTS.md alone")
+    args = parser.parse_args()
+    import sys
+
+    args.argv = sys.argv[1:]
+    return args
+
+
+def main() -> None:
+    import tempfile
+
+    args = parse_args()
+    torch.set_num_threads(1)  # pruning and export only; timing is ORT's
+    start, load_before = time.time(), os.getloadavg()[0]
+    staircase = channel_staircase(args.threads)
+    print(staircase, flush=True)
+    all_results = {}
+    with tempfile.TemporaryDirectory() as workdir:
+        for name in args.models:
+            variants = build_variants(name, args.size, args.target, args.methods, args.threads)
+            runs = {b: args.runs_b1 if b == 1 else args.runs_b8 for b in args.batches}
+            all_results[name] = (variants, latency_ratios(variants, args.size, args.batches, args.threads, runs,
+                                                          args.repeats, Path(workdir)))
+            print(f"{name} done ({(time.time() - start) / 60:.1f} min)", flush=True)
+    section = format_section(all_results, args, time.time() - start, (load_before, os.getloadavg()[0]), staircase)
+    print(section)
+    if not args.no_write:
+        write_section(RESULTS, section)
+        print(f"wrote the latency section of {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
