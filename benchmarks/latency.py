@@ -11,11 +11,12 @@ Methods (all L2-magnitude ranking inside a layer, random-init weights: latency d
   anchor-r16         the same with round_to 16 (the NCHWc block of ORT's AVX-512 convolutions)
   surgery-l2         catalyst_deploy.surgery.prune_to_target defaults: global L2 ranking, round_to 8
   uniform-r16        prune_to_target, the same share of every group, round_to 16
-  latency-aware-r16  prune_to_target with bench.layer_latency.latency_aware_scores (alpha 1): groups whose
+  latency-aware-r16  prune_to_target with bench.layer_latency.latency_aware_scores, alpha 1: groups whose
                      convs cost the most ORT time per MAC, profiled in the whole model, lose channels first
+  latency-aware2-r16 the same with alpha 2 (a stronger pull toward the expensive groups; the default)
 
 Prints a table and writes it between <!-- latency:begin --> and <!-- latency:end --> in
-benchmarks/RESULTS.md (other sections of that file are left alone).
+benchmarks/RESULTS.md through benchmarks/results_file.py (other sections of that file are left alone).
 """
 
 from __future__ import annotations
@@ -36,9 +37,9 @@ from catalyst_deploy.bench.layer_latency import (channel_multiple, conv_shapes, 
 from catalyst_deploy.bench.stats import LatencyStats
 from catalyst_deploy.exporters.onnx import open_ort_session, torch_to_onnx
 from catalyst_deploy.surgery import ChannelGraph, count_macs, prune_to_target
+from results_file import RESULTS, git_commit, machine_line, write_section  # benchmarks/results_file.py
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
-BEGIN, END = "<!-- latency:begin -->", "<!-- latency:end -->"
+SECTION = "latency"  # this script's section of benchmarks/RESULTS.md (results_file.write_section)
 
 
 # ---- pruning methods ------------------------------------------------------------------------------
@@ -62,16 +63,17 @@ def prune_anchor(model, example, target: float, round_to: int, steps: int = 400)
     return cut(lo)
 
 
-def prune_surgery(model, example, target: float, round_to: int, scores: str | None, threads: int = 2):
-    """catalyst_deploy.surgery.prune_to_target with L2 (scores None), uniform or latency-aware priorities."""
+def prune_surgery(model, example, target: float, round_to: int, alpha: float | None, threads: int = 2):
+    """catalyst_deploy.surgery.prune_to_target: global L2 ranking when `alpha` is None, else
+    `latency_aware_scores` with that alpha (0: uniform; > 0: latency per MAC profiled on ORT CPU)."""
     graph = ChannelGraph(model, example)
     priority = None
-    if scores is not None:
+    if alpha is not None:
         per_mac = torch.ones(len(graph.sizes), dtype=torch.float64)
-        if scores == "latency-aware":
+        if alpha > 0:
             per_mac = group_latency_per_mac(graph, conv_shapes(model, example),
                                             profile_conv_latency(model, example, threads=threads))
-        priority = latency_aware_scores(graph, per_mac, alpha=1.0 if scores == "latency-aware" else 0.0)
+        priority = latency_aware_scores(graph, per_mac, alpha=alpha)
     prune_to_target(model, example, target, scores=priority, round_to=round_to, graph=graph)
     return model
 
@@ -80,9 +82,10 @@ def prune_surgery(model, example, target: float, round_to: int, scores: str | No
 METHODS = {
     "anchor": lambda m, x, t, n: prune_anchor(m, x, t, round_to=8),
     "anchor-r16": lambda m, x, t, n: prune_anchor(m, x, t, round_to=16),
-    "surgery-l2": lambda m, x, t, n: prune_surgery(m, x, t, round_to=8, scores=None),
-    "uniform-r16": lambda m, x, t, n: prune_surgery(m, x, t, round_to=16, scores="uniform"),
-    "latency-aware-r16": lambda m, x, t, n: prune_surgery(m, x, t, round_to=16, scores="latency-aware", threads=n),
+    "surgery-l2": lambda m, x, t, n: prune_surgery(m, x, t, round_to=8, alpha=None),
+    "uniform-r16": lambda m, x, t, n: prune_surgery(m, x, t, round_to=16, alpha=0.0),
+    "latency-aware-r16": lambda m, x, t, n: prune_surgery(m, x, t, round_to=16, alpha=1.0, threads=n),
+    "latency-aware2-r16": lambda m, x, t, n: prune_surgery(m, x, t, round_to=16, alpha=2.0, threads=n),
 }
 
 
@@ -102,8 +105,13 @@ def build_variants(name: str, size: int, target: float, methods: list[str], thre
 # ---- measuring ------------------------------------------------------------------------------------
 def latency_ratios(variants: dict, size: int, batches: list[int], threads: int, runs: dict, repeats: int,
                    workdir: Path) -> dict:
-    """{(method, batch): [p50 ratio to dense per repeat]} and {("dense", batch): [dense p50 ms]}: every
-    variant's ORT session timed in turn (ABBA order) in one process, intra-op spinning off."""
+    """{(method, batch): [ratio to dense per repeat]} and {("dense-ms", batch): [dense p50 ms per repeat]}.
+
+    Every variant's ORT session (intra-op spinning off) is timed in turn in one process, in ABBA order.
+    A repeat's ratio is the median over rounds of (variant time / dense time in the same round): pairing
+    each run with the dense run next to it cancels the load that other jobs put on the machine, which
+    changes on a scale of seconds, longer than a round.
+    """
     sessions = {}
     for label, (model, _) in variants.items():
         path = workdir / f"{label}.onnx"
@@ -115,10 +123,10 @@ def latency_ratios(variants: dict, size: int, batches: list[int], threads: int, 
         calls = {label: (lambda s=s: s.run(None, {"input": x})) for label, s in sessions.items()}
         for _ in range(repeats):
             times = time_interleaved(calls, warmup=3, min_time_s=0.0, min_runs=runs[batch])
-            p50 = {label: LatencyStats.from_seconds(t, batch).p50_ms for label, t in times.items()}
-            out.setdefault(("dense", batch), []).append(p50["dense"])
+            out.setdefault(("dense-ms", batch), []).append(LatencyStats.from_seconds(times["dense"], batch).p50_ms)
             for label in variants:
-                out.setdefault((label, batch), []).append(p50[label] / p50["dense"])
+                paired = [t / d for t, d in zip(times[label], times["dense"])]
+                out.setdefault((label, batch), []).append(_median(paired))
     return out
 
 
@@ -147,18 +155,19 @@ def format_section(all_results: dict, args, seconds: float, loads: tuple, stairc
     batches = args.batches
     head = ["model", "method", "MACs ratio"] + [f"latency ratio b{b} (min-max)" for b in batches] + ["latency / MACs"]
     lines = ["## ONNX Runtime CPU latency, pruned / dense (`benchmarks/latency.py`)", "",
-             f"Command: `python benchmarks/latency.py {' '.join(args.argv)}`".replace("  ", " "), "",
-             f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}; "
-             f"onnxruntime {__import__('onnxruntime').__version__}, torch {torch.__version__}",
+             f"Command: `{' '.join(['python benchmarks/latency.py', *args.argv])}`", "",
+             f"- machine: {machine_line()}; {platform.platform()}; onnxruntime "
+             f"{__import__('onnxruntime').__version__}, torch {torch.__version__}; commit {git_commit()}",
              f"- {args.threads} intra-op threads, spinning off; input {args.size}x{args.size}; every variant's session "
-             f"timed in turn in one process (ABBA), p50 of >= {args.runs_b1}/{args.runs_b8} runs (batch 1/other), "
-             f"{args.repeats} repeats (ratio = median of the repeats); MACs target {args.target}",
-             f"- load average before/after: {loads[0]:.2f} / {loads[1]:.2f} (other jobs share these cores); "
+             f"timed in turn in one process (ABBA), >= {args.runs_b1}/{args.runs_b8} rounds (batch 1/other); ratio = "
+             f"median over rounds of (variant / dense in the same round), median of {args.repeats} repeats (range "
+             f"in brackets); MACs target {args.target}",
+             f"- load average before/after: {loads[0]:.2f} / {loads[1]:.2f} (other jobs share these 2 cores); "
              f"run took {seconds / 60:.1f} min",
              f"- NCHWc staircase: {staircase}; `channel_multiple('ort-cpu')` = {channel_multiple('ort-cpu')} here", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for model, (variants, results) in all_results.items():
-        dense_ms = ", ".join(f"b{b} {_median(results['dense', b]):.1f} ms" for b in batches)
+        dense_ms = ", ".join(f"b{b} {_median(results['dense-ms', b]):.1f} ms" for b in batches)
         lines.append(f"| {model} | dense ({dense_ms}) | 1.000 | " + " | ".join("1.000" for _ in batches) + " | |")
         for method, (_, macs) in variants.items():
             if method == "dense":
@@ -168,17 +177,6 @@ def format_section(all_results: dict, args, seconds: float, loads: tuple, stairc
             efficiency = "/".join(f"{_median(r) / macs:.2f}" for r in ratios)
             lines.append(f"| {model} | {method} | {macs:.3f} | " + " | ".join(cells) + f" | {efficiency} |")
     return "\n".join(lines) + "\n"
-
-
-def write_section(path: Path, section: str) -> None:
-    """Replace (or append) the text between BEGIN and END in `path`, leaving the rest of the file alone."""
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    block = f"{BEGIN}\n{section}{END}"
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
 
 
 def _median(values: list[float]) -> float:
@@ -223,7 +221,7 @@ def main() -> None:
     section = format_section(all_results, args, time.time() - start, (load_before, os.getloadavg()[0]), staircase)
     print(section)
     if not args.no_write:
-        write_section(RESULTS, section)
+        write_section(SECTION, section)
         print(f"wrote the latency section of {RESULTS}")
 
 

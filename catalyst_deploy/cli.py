@@ -32,6 +32,7 @@ def prune(
     input_shape: str = typer.Option(None, help="example input N,C,H,W, e.g. 1,3,224,224 [from the data]"),
     ignore: str = typer.Option(None, help="comma-separated module names whose channels stay whole"),
     round_to: int = typer.Option(None, help="keep channel counts multiples of this [8]"),
+    max_layer_ratio: float = typer.Option(None, help="remove at most this share of any layer's channels [0.9]"),
     reg_epochs: float = typer.Option(None, help="epochs of the regularized phase [2]"),
     recover_epochs: float = typer.Option(None, help="epochs of recovery fine-tuning [2]"),
     lr: float = typer.Option(None, help="learning rate [0.01]"),
@@ -40,7 +41,9 @@ def prune(
     device: str = typer.Option(None, help="auto, cpu, cuda, cuda:N [auto]"),
     seed: int = typer.Option(None, help="random seed [0]"),
     export: str = typer.Option(None, help="comma-separated formats to export the pruned model to (onnx,trt,torch)"),
-    bench: bool = typer.Option(False, "--bench", help="benchmark dense vs pruned latency after export"),
+    bench: bool = typer.Option(False, "--bench", help="benchmark dense vs pruned latency (ONNX Runtime, torch; TensorRT with --export trt on a GPU)"),
+    bench_batch: str = typer.Option(None, help="batch sizes for --bench, e.g. 1,8 [1,8]"),
+    latency_aware: str = typer.Option(None, help="weigh layers by their measured latency per MAC on this backend (ort-cpu) when choosing channels"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace the contents of an existing --out folder"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
 ) -> None:
@@ -49,9 +52,9 @@ def prune(
 
     cfg = api.load_config(recipe, model=model, data=data, target_flops=target_flops, method=method, out=out,
                           weights=weights, trust_pickle=trust_pickle or None, input_shape=input_shape, ignore=ignore,
-                          round_to=round_to, reg_epochs=reg_epochs, recover_epochs=recover_epochs, lr=lr,
+                          round_to=round_to, max_layer_ratio=max_layer_ratio, reg_epochs=reg_epochs, recover_epochs=recover_epochs, lr=lr,
                           batch_size=batch_size, steps_per_epoch=steps_per_epoch, device=device, seed=seed,
-                          export=export, bench=bench or None, overwrite=overwrite or None)
+                          export=export, bench=bench or None, bench_batches=bench_batch, latency_aware=latency_aware, overwrite=overwrite or None)
     _run_prune(cfg, as_json)
 
 

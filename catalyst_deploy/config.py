@@ -98,6 +98,9 @@ class PruneConfig:
     catalyst: CatalystSettings = field(default_factory=CatalystSettings)
     export: tuple[str, ...] = ()
     bench: bool = False
+    bench_batches: tuple[int, ...] = (1, 8)
+    latency_aware: str | None = None  # a bench backend (ort-cpu): weigh channel groups by measured ms per MAC
+    latency_alpha: float = 2.0
     record_every: int = 0  # >0: keep c of every channel every N steps (bifurcation trajectories)
 
     @property
@@ -141,11 +144,16 @@ def load_config(recipe: str | None = None, **overrides: Any) -> PruneConfig:
             raise UsageError(f"unknown catalyst setting {bad[0]!r}{did_you_mean(bad[0], known)}")
         cat = CatalystSettings(**cat)
     values["catalyst"] = cat
-    for key in ("ignore", "export"):
+    for key in ("ignore", "export", "bench_batches"):
         if isinstance(values.get(key), str):
             values[key] = tuple(v for v in values[key].split(",") if v)
         elif values.get(key) is not None:
             values[key] = tuple(values[key])
+    if "bench_batches" in values:
+        try:
+            values["bench_batches"] = tuple(int(b) for b in values["bench_batches"])
+        except ValueError:
+            raise UsageError("--bench-batch must be comma-separated integers, e.g. 1,8") from None
     if "out" in values:
         values["out"] = Path(values["out"])
     values["input_shape"] = parse_shape(values.get("input_shape"))
@@ -171,3 +179,10 @@ def _validate(cfg: PruneConfig) -> None:
         raise UsageError("--lr must be > 0 and --batch-size >= 1")
     if min(cfg.reg_epochs, cfg.recover_epochs, cfg.pretrain_epochs) < 0:
         raise UsageError("epoch counts must be >= 0")
+    from catalyst_deploy.bench.backends import get_backend
+    from catalyst_deploy.exporters import get_exporter
+
+    for fmt in cfg.export:
+        get_exporter(fmt)  # UsageError with a suggestion for a mistyped format
+    if cfg.latency_aware:
+        get_backend(cfg.latency_aware)

@@ -8,6 +8,7 @@ that a failed run leaves nothing half-written at `--out`.
 
 from __future__ import annotations
 
+import copy
 import random
 import time
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from torch import nn
 
 from catalyst_deploy.catalyst import CatalystRegularizer, PruningMethod, TargetController, make_method
 from catalyst_deploy.config import PruneConfig
-from catalyst_deploy.report import bifurcation_margin
+from catalyst_deploy.report import bifurcation_margin, write_report
 from catalyst_deploy.surgery import ChannelGraph, apply_plan, count_macs, save_plan
 from catalyst_deploy.train import PhaseSettings, evaluate, phase_steps, resolve_device, to_device, train_phase
 
@@ -132,6 +133,7 @@ class PruneRun:
             self.report["catalyst"] = {**controller.state(), **method.state(),
                                        "frozen_at_zero": method.frozen_at_zero()}
             self.report["log_c_at_cut"] = _finite(method.log_ratio().cpu())
+            self.report["log_c_at_freeze"] = _finite(controller.log_c_at_freeze)
             self.report["bifurcation_margin"] = bifurcation_margin(self.report["log_c_at_cut"], mask.tolist())
         else:
             mask = graph.select_to_target(method.scores(), target_macs, cfg.round_to, cfg.max_layer_ratio)
@@ -155,7 +157,10 @@ class PruneRun:
             self.phase(s, "dense training", cfg.pretrain_epochs, cfg.pretrain_lr)
         macs0, params0 = count_macs(s.model, s.example)
         self.accuracy(s, "dense")
+        dense = copy.deepcopy(s.model).cpu().eval() if cfg.export or cfg.bench else None
         graph = ChannelGraph(s.model, s.example, cfg.ignore)
+        if cfg.latency_aware:
+            graph.channel_weight = self.latency_weights(s, graph)
         mask, _ = self.regularize(s, graph, macs0)
         self.accuracy(s, "after_regularization")
         plan = self.cut(s, graph, mask)
@@ -168,21 +173,69 @@ class PruneRun:
                    params={"dense": params0, "pruned": params1, "ratio": round(params1 / params0, 4)},
                    channels_removed=int(mask.sum()), channels_total=graph.num_channels,
                    input_shape=list(s.example.shape), device=str(s.device))
-        rep["seconds"]["total"] = round(time.perf_counter() - start, 2)
         self.write_outputs(s, plan, out)
+        if cfg.export or cfg.bench:
+            self.export_and_bench(s, dense, plan, out)
+        rep["seconds"]["total"] = round(time.perf_counter() - start, 2)
+        write_report(rep, out)
         return rep
+
+    # ---- deployment steps ------------------------------------------------------------------------
+    def latency_weights(self, s: Setup, graph: ChannelGraph) -> torch.Tensor:
+        """Per-channel prune-priority weight: (group's measured ms per MAC / median) ** alpha on the
+        `latency_aware` backend (ORT CPU profile of the dense model), so slow-per-MAC layers shrink first."""
+        from catalyst_deploy.bench.layer_latency import conv_shapes, group_latency_per_mac, profile_conv_latency
+
+        cpu_model, example = copy.deepcopy(s.model).cpu().eval(), s.example.cpu()
+        per_mac = group_latency_per_mac(graph, conv_shapes(cpu_model, example), profile_conv_latency(cpu_model, example))
+        weight = ((per_mac / per_mac.median()).clamp(min=1e-3) ** self.cfg.latency_alpha).float()
+        self.report["latency_aware"] = {"backend": self.cfg.latency_aware, "alpha": self.cfg.latency_alpha,
+                                        "group_weight": [round(float(w), 4) for w in weight]}
+        return torch.repeat_interleave(weight, torch.tensor(graph.sizes))
+
+    def export_and_bench(self, s: Setup, dense: nn.Module, plan: dict, out: Path) -> None:
+        """Export the pruned model to each `--export` format (checked against PyTorch), then time dense
+        vs pruned, interleaved, on the matching backends; the table goes into report.md."""
+        from catalyst_deploy import api
+        from catalyst_deploy.exporters import get_exporter
+
+        pruned, example = s.model.cpu().eval(), s.example.cpu()
+        exports = {}
+        for fmt in self.cfg.export:
+            path = out / f"model{get_exporter(fmt).suffix}"
+            self.log(f"exporting {fmt} -> {path.name}")
+            result = api.export(pruned, fmt, path, example=example, plan=plan if fmt == "torch" else None)
+            exports[fmt] = {"path": path.name, "max_abs_diff": result.max_abs_diff, "atol": result.atol}
+        self.report["exports"] = exports
+        if self.cfg.bench:
+            self.report["latency"] = self.bench(dense, pruned, example, out)
+
+    def bench(self, dense: nn.Module, pruned: nn.Module, example: torch.Tensor, out: Path) -> dict:
+        from catalyst_deploy import api
+        from catalyst_deploy.bench.harness import BenchOptions
+        from catalyst_deploy.bench.report import to_markdown
+
+        backends = ["ort-cpu", "torch"]
+        if torch.cuda.is_available():
+            backends += ["ort-cuda"] + (["trt"] if "trt" in self.cfg.export else [])
+        options = BenchOptions(backends=tuple(backends), batches=self.cfg.bench_batches,
+                               input_shape=tuple(example.shape[1:]), flops_ratio=self.report["macs"]["ratio"])
+        self.log(f"benchmarking dense vs pruned on {', '.join(backends)}, batch {list(self.cfg.bench_batches)}")
+        report = api.bench(pruned, dense, options, out_dir=out)
+        self.report["latency_markdown"] = to_markdown(report)
+        return {"ratios": report.ratios(), "bench_json": "bench.json"}
 
     def write_outputs(self, s: Setup, plan: dict, out: Path) -> None:
         from catalyst_deploy.models import save_model
-        from catalyst_deploy.report import write_bifurcation_png, write_report
+        from catalyst_deploy.report import write_bifurcation_png
 
         model = s.model.to("cpu").to(memory_format=torch.contiguous_format).eval()
         save_model(model, out / "pruned.pt")
         torch.save(model.state_dict(), out / "pruned_state.pt")
         save_plan(plan, out / "plan.json")
         if "log_c_at_cut" in self.report:
-            write_bifurcation_png(self.report["log_c_at_cut"], out / "bifurcation.png")
-        write_report(self.report, out)
+            r = self.report
+            write_bifurcation_png(r["log_c_at_freeze"], r["log_c_at_cut"], r["pruned_channels"], out / "bifurcation.png")
 
 
 def _finite(log_c: torch.Tensor) -> list[float]:

@@ -74,21 +74,29 @@ def bifurcation_margin(log_c: list[float], pruned: list[bool]) -> float | None:
     return min(p) - max(k)
 
 
-def write_bifurcation_png(log_c: list[float], path: Path) -> None:
-    """Histogram of log10 c at the cut: pruned channels pile up at F = 0 (right), kept at d = 0 (left)."""
+def write_bifurcation_png(log_c_freeze: list[float], log_c_cut: list[float], pruned: list[int], path: Path) -> None:
+    """Histograms of log10 c: when the prune set was frozen (the split the task loss made) and at the cut
+    (pruned channels at F = 0, kept ones at d = 0), pruned and kept channels in two colours."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    vals = [v / math.log(10) for v in log_c]
-    fig, ax = plt.subplots(figsize=(6, 3.2))
-    ax.hist(vals, bins=80, color="#3b6ea8")
-    ax.axvline(0.0, color="k", lw=0.8, ls="--", label="c = 1 (decision boundary)")
-    ax.set_xlabel("log10 c = log10(d / ||F||)   (clipped: F = 0 at right, d = 0 at left)")
-    ax.set_ylabel("channels")
-    ax.set_title("Catalyst bifurcation at the cut")
-    ax.legend(loc="upper center", fontsize=8)
+    cut = set(pruned)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    for ax, values, title in ((axes[0], log_c_freeze, "when the prune set was frozen"),
+                              (axes[1], log_c_cut, "at the cut")):
+        vals = [v / math.log(10) for v in values]
+        lo, hi = min(vals), max(vals)
+        bins = [lo + (hi - lo + 1e-9) * i / 60 for i in range(61)]
+        ax.hist([v for i, v in enumerate(vals) if i in cut], bins=bins, color="#c0392b", alpha=0.8, label="pruned")
+        ax.hist([v for i, v in enumerate(vals) if i not in cut], bins=bins, color="#2e86c1", alpha=0.8, label="kept")
+        ax.axvline(0.0, color="k", lw=0.8, ls="--")
+        ax.set_title(f"log10 c {title}", fontsize=10)
+        ax.set_xlabel("log10(d / ||F||)  (c = 1 dashed; ±21.7: clipped F = 0 / d = 0)", fontsize=8)
+    axes[0].set_ylabel("channels")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Catalyst bifurcation", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

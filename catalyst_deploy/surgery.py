@@ -118,6 +118,7 @@ class ChannelGraph:
         for s in self.sizes:
             offsets.append(offsets[-1] + s)
         self.offsets = offsets
+        self.channel_weight: torch.Tensor | None = None  # optional per-channel multiplier of prune priority
         self.group_of = torch.repeat_interleave(torch.arange(len(self.sizes)), torch.tensor(self.sizes, dtype=torch.long))
 
     # ---- construction -------------------------------------------------------------------------
@@ -235,6 +236,8 @@ class ChannelGraph:
 
         Raises CatalystDeployError when even the largest allowed cut stays above the target.
         """
+        if self.channel_weight is not None:  # latency-aware: percentile of the priority x group weight
+            priority = (priority.argsort().argsort().float() + 1) / len(priority) * self.channel_weight
         order = priority.argsort(descending=True)
         if candidates is not None:
             order = order[candidates[order]]

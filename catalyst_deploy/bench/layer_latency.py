@@ -101,12 +101,14 @@ def group_latency_per_mac(graph, shapes: dict[str, ConvShape], layer_ms: dict[st
     return torch.where(per_mac.isnan(), known.median() if len(known) else torch.tensor(1.0, dtype=torch.float64), per_mac)
 
 
-def latency_aware_scores(graph, per_mac, alpha: float = 1.0):
+def latency_aware_scores(graph, per_mac, alpha: float = 2.0):
     """Prune priority per channel of `graph` for `surgery.prune_to_target` (higher goes first).
 
     Within a group, channels rank by L2 norm (smallest first), spread evenly over (0, 1], so that with
     `alpha` = 0 every group loses the same share (uniform pruning). The rank is multiplied by
     (group latency per MAC / median) ** alpha: groups where a MAC costs more time lose channels first.
+    alpha 2 measured best on ResNet-18 / MobileNetV2 (ORT CPU, benchmarks/latency.py); what it does to
+    accuracy after recovery fine-tuning has not been measured.
     """
     import torch
 
@@ -135,9 +137,9 @@ def channel_multiple(backend: str = "ort-cpu") -> int:
     """The channel count multiple that suits `backend`'s kernels, for `round_to`.
 
     ort-cpu: the NCHWc block of ONNX Runtime's CPU convolutions, 16 where the CPU has AVX-512F and 8
-    otherwise (measured: rounding to 16 instead of 8 brought ResNet-18 / MobileNetV2 pruned/dense latency
-    from 0.58-0.67 to 0.43-0.59 at half the MACs). GPU backends: 8, the fp16 tensor-core alignment (not
-    measured here).
+    otherwise (measured on AVX-512: torch-pruning's uniform cut of MobileNetV2 to 0.49 MACs ran at
+    0.70 of dense latency with round_to 8 and 0.58 with 16, same run; benchmarks/RESULTS.md). GPU
+    backends: 8, the fp16 tensor-core alignment (not measured here).
     """
     from catalyst_deploy.bench.backends import get_backend
 

@@ -57,6 +57,7 @@ class TargetController:
         self.frozen_at: int | None = None
         self.forced = False
         self.frozen_mask: torch.Tensor | None = None
+        self.log_c_at_freeze: torch.Tensor | None = None
         self._last: tuple[torch.Tensor, int] | None = None
         self.growth = settings.growth(total_steps)
         method.set_lambda(settings.step0 / base_lr, 0)
@@ -88,6 +89,7 @@ class TargetController:
     def freeze(self, step: int, forced: bool = False) -> torch.Tensor:
         """Fix the prune set now (also called by the pipeline if the phase ends before a freeze)."""
         mask = self.graph.select_to_target(self.method.scores(), self.target_macs, self.round_to, self.max_ratio)
+        self.log_c_at_freeze = self.method.log_ratio().cpu()  # the split as the task loss left it
         self.method.freeze(mask, self.settings.freeze_step)
         self.frozen_mask, self.frozen_at, self.forced = mask, step, forced
         macs = self._macs(mask)
