@@ -47,7 +47,8 @@ def run_part(part: str, fn, min_left_s: float = 30):
         return None
 
 
-def environment() -> None:
+def environment() -> bool:
+    """Versions and devices; raises (row: failed) when there is no CUDA GPU, which stops the script."""
     import torch
 
     record("environment", "torch " + torch.__version__, f"CUDA {torch.version.cuda}, "
@@ -61,6 +62,7 @@ def environment() -> None:
             record("environment", f"{name} missing", str(err))
     if not torch.cuda.is_available():
         raise RuntimeError("no CUDA GPU visible to torch: nothing else to check")
+    return True
 
 
 def training_throughput(with_catalyst: bool, batch: int = 128, warmup: int = 10, steps: int = 40) -> None:
@@ -161,8 +163,7 @@ def write_outputs() -> None:
 
 
 def main() -> None:
-    run_part("environment", environment, min_left_s=0)
-    if not any(r["part"] == "environment" and r["result"].startswith("torch") for r in ROWS):
+    if not run_part("environment", environment, min_left_s=0):
         write_outputs()
         return
     run_part("train resnet50", lambda: training_throughput(False), min_left_s=60)
