@@ -12,6 +12,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # help texts show [defaults] in square brackets literally
 )
 
 
@@ -39,6 +40,7 @@ def prune(
     batch_size: int = typer.Option(None, help="batch size [128]"),
     steps_per_epoch: int = typer.Option(None, help="cap steps per epoch (quick runs)"),
     device: str = typer.Option(None, help="auto, cpu, cuda, cuda:N [auto]"),
+    threads: int = typer.Option(None, help="torch CPU threads [one per core]"),
     seed: int = typer.Option(None, help="random seed [0]"),
     export: str = typer.Option(None, help="comma-separated formats to export the pruned model to (onnx,trt,torch)"),
     bench: bool = typer.Option(False, "--bench", help="benchmark dense vs pruned latency (ONNX Runtime, torch; TensorRT with --export trt on a GPU)"),
@@ -53,7 +55,7 @@ def prune(
     cfg = api.load_config(recipe, model=model, data=data, target_flops=target_flops, method=method, out=out,
                           weights=weights, trust_pickle=trust_pickle or None, input_shape=input_shape, ignore=ignore,
                           round_to=round_to, max_layer_ratio=max_layer_ratio, reg_epochs=reg_epochs, recover_epochs=recover_epochs, lr=lr,
-                          batch_size=batch_size, steps_per_epoch=steps_per_epoch, device=device, seed=seed,
+                          batch_size=batch_size, steps_per_epoch=steps_per_epoch, device=device, threads=threads, seed=seed,
                           export=export, bench=bench or None, bench_batches=bench_batch, latency_aware=latency_aware, overwrite=overwrite or None)
     _run_prune(cfg, as_json)
 

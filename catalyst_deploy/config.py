@@ -92,6 +92,7 @@ class PruneConfig:
     train_limit: int | None = None
     test_limit: int | None = None
     workers: int = 0
+    threads: int | None = None  # torch CPU threads (None: torch's default, one per core)
     device: str = "auto"
     amp: bool = True
     seed: int = 0

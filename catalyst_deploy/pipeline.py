@@ -78,6 +78,8 @@ class PruneRun:
 
         cfg = self.cfg
         seed_everything(cfg.seed)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)  # on a shared CPU, fewer threads than cores can be much faster
         device = resolve_device(cfg.device)
         size = tuple(cfg.input_shape[2:]) if cfg.input_shape else None
         splits = load_dataset(cfg.data, image_size=size, train_limit=cfg.train_limit, test_limit=cfg.test_limit)

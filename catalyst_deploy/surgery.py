@@ -107,9 +107,16 @@ class ChannelGraph:
         self.names = {m: n for n, m in model.named_modules()}
         ignored = self._resolve_ignored(ignore)
         was_training = model.training
-        model.eval()
-        self.dg = tp.DependencyGraph().build_dependency(model, example_inputs=example)
-        model.train(was_training)
+        frozen = [p for p in model.parameters() if not p.requires_grad]
+        for p in frozen:  # torch-pruning traces autograd: a frozen layer would vanish from the graph
+            p.requires_grad_(True)
+        try:
+            model.eval()
+            self.dg = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+        finally:
+            model.train(was_training)
+            for p in frozen:
+                p.requires_grad_(False)
         roots = (tp.ops.TORCH_CONV, tp.ops.TORCH_LINEAR)
         self.groups = [g for g in self.dg.get_all_groups(ignored_layers=ignored, root_module_types=roots)
                        if self._prunable(g)]
@@ -236,8 +243,8 @@ class ChannelGraph:
 
         Raises CatalystDeployError when even the largest allowed cut stays above the target.
         """
-        if self.channel_weight is not None:  # latency-aware: percentile of the priority x group weight
-            priority = (priority.argsort().argsort().float() + 1) / len(priority) * self.channel_weight
+        if self.channel_weight is not None:
+            priority = self.latency_weighted(priority)
         order = priority.argsort(descending=True)
         if candidates is not None:
             order = order[candidates[order]]
@@ -259,7 +266,32 @@ class ChannelGraph:
                 hi = mid
             else:
                 lo = mid + 1
-        return mask_of(lo)
+        return self._fill_budget(mask_of, lo, target_macs, round_to)
+
+    def latency_weighted(self, priority: torch.Tensor) -> torch.Tensor:
+        """Latency-aware priority: rank within each group spread over (0, 1], times the group's weight
+        (bench.layer_latency: measured ms per MAC relative to the median, to the power alpha). Which
+        channels go within a layer follows the method; how many per layer follows measured latency."""
+        out = torch.empty_like(priority, dtype=torch.float32)
+        for g, size in enumerate(self.sizes):
+            lo = self.offsets[g]
+            rank = priority[lo:lo + size].argsort().argsort().float()  # size-1 = highest priority
+            out[lo:lo + size] = (rank + 1) / size * self.channel_weight[lo]
+        return out
+
+    def _fill_budget(self, mask_of, k: int, target_macs: float, round_to: int | None, tries: int = 8) -> torch.Tensor:
+        """Rounding makes MACs(k) step unevenly, so a slightly shorter prefix can also meet the target
+        with more MACs left: try a few and keep the feasible cut closest to the target."""
+        best, best_macs = mask_of(k), self.trial_macs(mask_of(k))
+        step = max(1, round_to or 1)
+        for j in range(1, tries + 1):
+            if k - j * step < 0:
+                break
+            mask = mask_of(k - j * step)
+            macs = self.trial_macs(mask)
+            if best_macs < macs <= target_macs:
+                best, best_macs = mask, macs
+        return best
 
 
 # ---- plans: build, apply, save, load -------------------------------------------------------------

@@ -91,3 +91,21 @@ def test_absolute_budget_and_channel_norm_ranking():
     assert result.macs_after <= 0.6 * dense
     # trial MACs agree with the real cut
     assert graph.trial_macs(torch.zeros(graph.num_channels, dtype=torch.bool)) == dense
+
+
+def test_latency_weight_moves_the_cut_to_the_weighted_group():
+    torch.manual_seed(0)
+    model = small_resnet()
+    example = torch.randn(1, 1, 28, 28)
+    graph = ChannelGraph(model, example)
+    target = 0.8 * count_macs(model, example)[0]
+    scores = torch.randn(graph.num_channels)
+    plain = graph.select_to_target(scores, target, None, 0.9)
+    heavy = max(range(len(graph.sizes)), key=lambda g: graph.sizes[g])
+    weight = torch.ones(len(graph.sizes))
+    weight[heavy] = 100.0
+    graph.channel_weight = torch.repeat_interleave(weight, torch.tensor(graph.sizes))
+    weighted = graph.select_to_target(scores, target, None, 0.9)
+    lo, hi = graph.offsets[heavy], graph.offsets[heavy + 1]
+    assert weighted[lo:hi].sum() > plain[lo:hi].sum()
+    assert graph.trial_macs(weighted) <= target
