@@ -266,7 +266,32 @@ class ChannelGraph:
                 hi = mid
             else:
                 lo = mid + 1
-        return self._fill_budget(mask_of, lo, target_macs, round_to)
+        mask = self._fill_budget(mask_of, lo, target_macs, round_to)
+        return self._restore_blocks(mask, priority, target_macs, round_to)
+
+    def _restore_blocks(self, mask: torch.Tensor, priority: torch.Tensor, target_macs: float,
+                        round_to: int | None) -> torch.Tensor:
+        """One greedy pass: give each group back one `round_to` block of its lowest-priority pruned
+        channels while the measured MACs stay within the target (lands closer to the target)."""
+        block = max(1, round_to or 1)
+        close_enough = 0.995 * target_macs  # within half a percent: not worth more trial cuts
+        if self.trial_macs(mask) >= close_enough:
+            return mask
+        pruned_groups = [g for g in range(len(self.sizes)) if mask[self.offsets[g]:self.offsets[g + 1]].any()]
+        for g in sorted(pruned_groups, key=lambda g: self.sizes[g]):
+            lo, hi = self.offsets[g], self.offsets[g + 1]
+            picked = mask[lo:hi].nonzero().flatten()
+            if len(picked) < block:
+                continue
+            give_back = picked[priority[lo:hi][picked].argsort()[:block]]
+            trial = mask.clone()
+            trial[lo + give_back] = False
+            macs = self.trial_macs(trial)
+            if macs <= target_macs:
+                mask = trial
+                if macs >= close_enough:
+                    break
+        return mask
 
     def latency_weighted(self, priority: torch.Tensor) -> torch.Tensor:
         """Latency-aware priority: rank within each group spread over (0, 1], times the group's weight
