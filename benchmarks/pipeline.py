@@ -140,10 +140,10 @@ def main() -> None:
         print(part, flush=True)
         parts.append(part)
     body = "\n\n".join([
-        "## Core pipeline (`benchmarks/pipeline.py`)", "",
+        "## Core pipeline (`benchmarks/pipeline.py`)",
         f"Command: `python benchmarks/pipeline.py --only {args.only} --dense-epochs {args.dense_epochs}`; "
         f"{date.today()}, commit {git_commit()}; machine: {header}; "
-        f"total {time.perf_counter() - start:.0f} s.", "", *parts])
+        f"total {time.perf_counter() - start:.0f} s.", *parts])
     write_section(f"pipeline-{args.only.replace(',', '-')}", body)
 
 
