@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from catalyst_deploy.config import PruneConfig, load_config
+from catalyst_deploy.config import PruneConfig, load_config  # noqa: F401 (re-exported for callers)
 from catalyst_deploy.errors import UsageError
 
 # ---- prune (core pipeline) ----------------------------------------------------------------------

@@ -28,12 +28,10 @@ from catalyst_deploy.train import PhaseSettings, evaluate, phase_steps, resolve_
 @dataclass
 class Setup:
     model: nn.Module
-    architecture: Callable[[], nn.Module] | None  # rebuilds the dense architecture (for plan round trips)
     train_loader: object
     test_loader: object
     example: torch.Tensor
     device: torch.device
-    data_info: object
 
 
 class PhaseHooks:
@@ -85,11 +83,8 @@ class PruneRun:
         splits = load_dataset(cfg.data, image_size=size, train_limit=cfg.train_limit, test_limit=cfg.test_limit)
         info = splits.info
 
-        def architecture() -> nn.Module:
-            return load_model(cfg.model, weights=cfg.weights, trust_pickle=cfg.trust_pickle,
-                              num_classes=info.num_classes, in_channels=info.channels)
-
-        model = architecture()
+        model = load_model(cfg.model, weights=cfg.weights, trust_pickle=cfg.trust_pickle,
+                           num_classes=info.num_classes, in_channels=info.channels)
         channels = model_input_channels(model) or info.channels
         if channels != info.channels:
             self.log(f"data has {info.channels} channel(s), the model wants {channels}: converting the images")
@@ -98,7 +93,7 @@ class PruneRun:
         train_loader, test_loader = make_loaders(splits, cfg.batch_size, cfg.workers, cfg.seed)
         shape = cfg.input_shape or (1, channels, *splits.info.image_size)
         example = torch.randn(1, *shape[1:], device=device)
-        return Setup(to_device(model, device), architecture, train_loader, test_loader, example, device, splits.info)
+        return Setup(to_device(model, device), train_loader, test_loader, example, device)
 
     def phase(self, s: Setup, label: str, epochs: float, lr: float, hooks=None, no_decay=()) -> None:
         cfg = self.cfg
@@ -116,8 +111,8 @@ class PruneRun:
         self.log(f"accuracy {key.replace('_', ' ')}: {acc:.2f}%")
         return acc
 
-    def regularize(self, s: Setup, graph: ChannelGraph, macs_dense: int) -> tuple[torch.Tensor, PhaseHooks]:
-        """The regularized phase; returns the prune mask it decided on and the hooks (for the report)."""
+    def regularize(self, s: Setup, graph: ChannelGraph, macs_dense: int) -> torch.Tensor:
+        """The regularized phase; returns the global prune mask it decided on."""
         cfg = self.cfg
         target_macs = cfg.target.macs(macs_dense)
         method = make_method(cfg.method, seed=cfg.seed, catalyst=cfg.catalyst)
@@ -142,7 +137,7 @@ class PruneRun:
         self.report["pruned_channels"] = mask.nonzero().flatten().tolist()
         if hooks.trajectory:
             self.report["c_trajectory"] = [[step, _finite(torch.tensor(c).log())] for step, c in hooks.trajectory]
-        return mask, hooks
+        return mask
 
     def cut(self, s: Setup, graph: ChannelGraph, mask: torch.Tensor) -> dict:
         plan = graph.plan_for(mask.cpu())
@@ -163,7 +158,7 @@ class PruneRun:
         graph = ChannelGraph(s.model, s.example, cfg.ignore)
         if cfg.latency_aware:
             graph.channel_weight = self.latency_weights(s, graph)
-        mask, _ = self.regularize(s, graph, macs0)
+        mask = self.regularize(s, graph, macs0)
         self.accuracy(s, "after_regularization")
         plan = self.cut(s, graph, mask)
         macs1, params1 = count_macs(s.model, s.example)
