@@ -186,3 +186,18 @@ def test_p3_bifurcation_and_p4_lossless_cut(trained_tiny, demo_loaders):
     assert count_macs(model, example)[0] <= 0.5 * count_macs(trained_tiny, example)[0]
     assert (after - before).abs().max() <= 1e-4 * before.abs().max(), "P4: the cut changes nothing"
     assert evaluate(model, demo_loaders[1], torch.device("cpu")) == acc_before
+
+
+def test_channels_whose_d_reached_zero_rank_by_when_it_happened():
+    """Once d = 0, log c is -inf for many channels at once; the prune order among them must not be
+    arbitrary: the later d reached 0 (the weaker the keep signal), the earlier the channel is pruned."""
+    torch.manual_seed(0)
+    reg = _random_catalyst(tiny_cnn(), torch.randn(1, 1, 28, 28), spread=0.5, seed=4)
+    reg.d = reg.norms() * torch.linspace(0.2, 0.9, reg.graph.num_channels)  # all kept, at different speeds
+    for _ in range(60):
+        reg.after_step(lr=0.1)
+    assert bool((reg.d == 0).all())
+    scores = reg.scores()
+    assert torch.isfinite(scores).all()
+    # smaller initial c -> d reached zero sooner -> lower prune priority
+    assert scores[0] <= scores[-1] and len(scores.unique()) > 1

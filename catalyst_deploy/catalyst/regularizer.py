@@ -46,6 +46,7 @@ class CatalystRegularizer(PruningMethod):
         self.device = self.slices[0].param.device
         self._full = [_covers_whole_dim(s) for s in self.slices]
         self.d = self.norms().clone()  # every channel starts on the boundary c = 1
+        self.zero_step = torch.zeros_like(self.d)  # step at which each channel's d reached 0
 
     def regularized_params(self) -> list[nn.Parameter]:
         return [s.param for s in self.slices]
@@ -59,7 +60,12 @@ class CatalystRegularizer(PruningMethod):
         self.steps += 1
 
     def scores(self) -> torch.Tensor:
-        return self.log_ratio().cpu()
+        """log c; channels whose d reached 0 (log c = -inf) rank below all others, the ones that got
+        there last (the weakest keep signal) first among them, instead of in arbitrary tie order."""
+        log_c = self.log_ratio()
+        kept = torch.isneginf(log_c)
+        below_all = -1000.0 - 1.0 / (1.0 + self.zero_step)  # log c of a float32 channel is > -104
+        return torch.where(kept, below_all, log_c).cpu()
 
     def state(self) -> dict:
         c = self.log_ratio()
@@ -83,6 +89,8 @@ class CatalystRegularizer(PruningMethod):
         scale = (1.0 - step * self.d / norms.clamp_min(_TINY)).clamp_min(0.0)
         scale = torch.where(norms > 0, scale, torch.zeros_like(scale))
         d_next = (self.d - step * norms).clamp_min(0.0)
+        self.zero_step = torch.where((d_next == 0) & (self.d > 0), torch.full_like(self.zero_step, self.steps),
+                                     self.zero_step)
         # the frozen prune set keeps its d: a fixed threshold that the task gradient cannot wear down
         self.d = d_next if self.frozen is None else torch.where(self.frozen, self.d, d_next)
         for s, full in zip(self.slices, self._full):
