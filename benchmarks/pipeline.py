@@ -141,7 +141,8 @@ def main() -> None:
         parts.append(part)
     body = "\n\n".join([
         "## Core pipeline (`benchmarks/pipeline.py`)",
-        f"Command: `python benchmarks/pipeline.py --only {args.only} --dense-epochs {args.dense_epochs}`; "
+        f"Command: `python benchmarks/pipeline.py --only {args.only}"
+        + (f" --dense-epochs {args.dense_epochs}" if "fashion" in args.only else "") + "`; "
         f"{date.today()}, commit {git_commit()}; machine: {header}; "
         f"total {time.perf_counter() - start:.0f} s.", *parts])
     write_section(f"pipeline-{args.only.replace(',', '-')}", body)
