@@ -56,10 +56,6 @@ class SurgeryResult:
     def macs_ratio(self) -> float:
         return self.macs_after / self.macs_before
 
-    @property
-    def channels_removed(self) -> int:
-        return sum(len(v) for v in self.plan.get("removed_channels", {}).values())
-
 
 def count_macs(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:
     """(MACs, params) of `model` on `example`, as counted by torch-pruning."""
@@ -126,7 +122,6 @@ class ChannelGraph:
             offsets.append(offsets[-1] + s)
         self.offsets = offsets
         self.channel_weight: torch.Tensor | None = None  # optional per-channel multiplier of prune priority
-        self.group_of = torch.repeat_interleave(torch.arange(len(self.sizes)), torch.tensor(self.sizes, dtype=torch.long))
 
     # ---- construction -------------------------------------------------------------------------
     def _resolve_ignored(self, ignore: Sequence[str]) -> list[nn.Module]:

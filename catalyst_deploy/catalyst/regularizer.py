@@ -68,13 +68,12 @@ class CatalystRegularizer(PruningMethod):
         return torch.where(kept, below_all, log_c).cpu()
 
     def state(self) -> dict:
-        c = self.log_ratio()
         return {
             "lambda_history": self.history,
             "frozen": int(self.frozen.sum()) if self.frozen is not None else None,
             "channels_at_zero": int((self.norms() == 0).sum()),
             "channels_d_zero": int((self.d == 0).sum()),
-            "channels": int(c.numel()),
+            "channels": self.graph.num_channels,
         }
 
     # ---- the update ------------------------------------------------------------------------------
