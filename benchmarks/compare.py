@@ -61,7 +61,7 @@ OPTIONS = {
     "train_limit": (int, None, "train on a fixed pseudo-random subset of this many images"),
     "test_limit": (int, None, "evaluate on a fixed subset of this many test images"),
     "fairness_factors": (float, "+", "rescale factors k of the fair-chance experiment"),
-    "fairness_methods": (str, "+", "methods of the fair-chance experiment"),
+    "fairness_methods": (str, "*", "methods of the fair-chance experiment (none: skip it)"),
     "fairness_epochs": (float, None, "regularized phase of each fair-chance run"),
     "fairness_target": (float, None, "FLOPs target of the fair-chance runs"),
     "latency_batches": (int, "+", "ONNX Runtime batch sizes timed"),
@@ -81,6 +81,7 @@ class CompareSettings:
 
     quick: bool
     dense_only: bool
+    reuse: list[str]
     data: str
     out: Path
     cache: Path
@@ -126,6 +127,10 @@ def parse_settings(argv: list[str] | None = None) -> CompareSettings:
                    "default and 1 in a short probe)")
     p.add_argument("--dense-only", action="store_true",
                    help="train and cache the dense models, then stop (splits the budget in two sittings)")
+    p.add_argument("--reuse", nargs="+", default=[], choices=ALL_METHODS, metavar="METHOD",
+                   help="take these methods' runs from --cache when one was made with the same settings (prune "
+                        "config, dense model, latency options); RESULTS.md names the reused runs and their commit. "
+                        "For the methods whose code did not change since, e.g. the baselines while Catalyst is tuned")
     for name, (kind, nargs, text) in OPTIONS.items():
         p.add_argument(f"--{name.replace('_', '-')}", type=kind, nargs=nargs, help=f"{text} (full: {FULL[name]}, "
                        f"quick: {QUICK[name]})", choices=ALL_METHODS if name.endswith("methods") else None)
@@ -279,6 +284,9 @@ def run_one(s: CompareSettings, dense, method: str, target: float, record_every:
     from compare_dense import load_dense
 
     cfg = prune_config(s, dense.path, method, target, dense.seed, record_every)
+    key = run_key(s, cfg, dense)
+    if method in s.reuse and (cached := cached_run(cfg.out, key)) is not None:
+        return cached
     try:
         report = prune(cfg, log=lambda line: print(f"    {line}", flush=True))
     except Exception as err:  # recorded, not raised: one broken method must not lose an hour of the others' runs
@@ -290,7 +298,38 @@ def run_one(s: CompareSettings, dense, method: str, target: float, record_every:
                                      tuple(report["input_shape"][1:]), s)
     record["ort_cpu_latency_ratio_by_batch"] = latency
     record["ort_cpu_latency_ratio"] = latency.get("1", next(iter(latency.values()), None))
+    from results_file import git_commit
+
+    made = {"commit": git_commit(), "date": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"}
+    (cfg.out / RUN_RECORD).write_text(json.dumps({"key": key, "made": made, "record": record, "report": report}))
     return record, report
+
+
+RUN_RECORD = "compare_run.json"  # in each run's output folder: what --reuse reads back
+
+
+def run_key(s: CompareSettings, cfg, dense) -> dict:
+    """Everything a run's record depends on, except the code: its prune config (output folder aside),
+    the dense model's cache file and the latency options."""
+    from catalyst_deploy.pipeline import _jsonable
+
+    config = {k: v for k, v in _jsonable(cfg).items() if k not in ("out", "overwrite")}
+    return json.loads(json.dumps({"config": config, "dense": Path(dense.path).name, "threads": s.threads,
+                                  "latency": [s.latency_batches, s.latency_min_time, s.latency_runs]}))
+
+
+def cached_run(out: Path, key: dict) -> tuple[dict, dict] | None:
+    """(record, report) of an earlier run with the same key, the record marked `reused` with the commit
+    and date it was made at; None when there is none."""
+    path = out / RUN_RECORD
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    if saved.get("key") != key:
+        print(f"    not reusing {path}: made with other settings", flush=True)
+        return None
+    print(f"    reusing {path} (made at commit {saved['made']['commit']}, {saved['made']['date']})", flush=True)
+    return {**saved["record"], "reused": saved["made"]}, saved["report"]
 
 
 def run_grid(s: CompareSettings, dense_models: list, record_every: int, started: float) -> tuple[list[dict], list[dict]]:

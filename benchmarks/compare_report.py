@@ -141,6 +141,22 @@ def bifurcation_table(records: list[dict]) -> list[str]:
 
 
 # ---- the section ---------------------------------------------------------------------------------
+def reuse_lines(records: list[dict]) -> list[str]:
+    """One line naming the runs taken from the cache (`--reuse`), by commit and date they were made."""
+    made: dict[tuple[str, str], list[str]] = {}
+    for r in records:
+        if r.get("reused"):
+            made.setdefault((r["reused"]["commit"], r["reused"]["date"][:10]), []).append(
+                f"{r['method']} {r['target_flops']:g}/s{r['seed']}")
+    if not made:
+        return []
+    parts = [f"{len(runs)} at commit {commit} ({date})" for (commit, date), runs in made.items()]
+    methods = sorted({r["method"] for r in records if r.get("reused")})
+    return [f"reused from the cache (`--reuse`, same settings, made earlier): {', '.join(methods)}; "
+            f"{sum(len(v) for v in made.values())} runs, " + "; ".join(parts)
+            + ". Their wall time is not in the total above"]
+
+
 def format_section(run: dict, records: list[dict], dense: list[dict], fairness: list[dict],
                    function_check: dict) -> str:
     """The whole RESULTS.md section; `run` holds the command, machine, budget and timing lines."""
@@ -148,8 +164,8 @@ def format_section(run: dict, records: list[dict], dense: list[dict], fairness: 
     lines = ["## Catalyst against the standard pruning methods (`benchmarks/compare.py`)", ""]
     if run["quick"]:
         lines += ["**Quick smoke run (`--quick`): data subsets, short phases, one seed. Not evidence.**", ""]
-    lines += [f"Command: `{run['command']}`", "", *[f"- {line}" for line in run["about"]], "",
-              "### Dense models", "", *dense_table(dense), ""]
+    lines += [f"Command: `{run['command']}`", "", *[f"- {line}" for line in run["about"]], *reuse_lines(records),
+              "", "### Dense models", "", *dense_table(dense), ""]
     for target in run["targets"]:
         lines += [f"### Target FLOPs {target:g} (mean ± std over seeds; accuracy in %)", "",
                   *method_table(records, target, methods), ""]

@@ -59,6 +59,18 @@ def test_tiny_comparison_writes_records_plots_and_only_its_results_section(tmp_p
     assert other in results and "last run's numbers" not in results
     assert results.count("<!-- compare:begin -->") == 1 and "| catalyst | 1 |" in results
 
+    # --reuse: l1's run comes back from the cache, Catalyst's is made again; other settings are never reused
+    assert compare.main(TINY + ["--out", str(tmp_path), "--cache", str(tmp_path / "cache"), "--reuse", "l1",
+                                "--fairness-methods"]) == 0
+    again = {r["method"]: r for r in json.loads((tmp_path / "compare.json").read_text())}
+    assert again["l1"]["reused"]["commit"] and "reused" not in again["catalyst"]
+    first_l1 = next(r for r in records if r["method"] == "l1")
+    assert {k: again["l1"][k] for k in RECORD_KEYS} == {k: first_l1[k] for k in RECORD_KEYS}
+    assert "reused from the cache (`--reuse`" in (tmp_path / "RESULTS.md").read_text()
+    assert compare.main(TINY + ["--out", str(tmp_path), "--cache", str(tmp_path / "cache"), "--reuse", "l1",
+                                "--fairness-methods", "--recover-epochs", "0.5", "--methods", "l1"]) == 0
+    assert "reused" not in json.loads((tmp_path / "compare.json").read_text())[0], "a changed budget is rerun"
+
 
 @pytest.mark.parametrize("factor", [0.1, 10.0])
 def test_rescale_preserves_the_function_and_scales_the_chosen_half(benchmarks_on_path, factor):
