@@ -62,6 +62,22 @@ def test_p1_invariant_shrinks_by_the_predicted_factor():
     torch.testing.assert_close(inv1[alive], inv0[alive] * (1 - 0.3 ** 2), rtol=1e-3, atol=1e-6)
 
 
+@pytest.mark.parametrize("c0", [1.0, 1.05])
+def test_start_puts_every_channel_at_c0_whatever_its_magnitude(c0):
+    """c0 = 1 is DESIGN.md's boundary; c0 > 1 starts every channel on the prune side, so that without a
+    task gradient defending it, every channel goes to F = 0 (none is kept by default)."""
+    torch.manual_seed(0)
+    model = tiny_cnn()
+    _rescale_random_magnitudes(model, seed=2)
+    reg = CatalystRegularizer(lam=1.0, c0=c0)
+    reg.start(ChannelGraph(model, torch.randn(1, 1, 28, 28)))
+    torch.testing.assert_close(reg.ratio(), torch.full_like(reg.d, c0))
+    if c0 > 1:
+        for _ in range(400):
+            reg.after_step(lr=0.05)
+        assert bool((reg.norms() == 0).all()) and bool((reg.d > 0).all())
+
+
 def _function_preserving_rescale(model: nn.Module, example: torch.Tensor, factor: float, seed: int) -> torch.Tensor:
     """Scale a random half of the output channels of every group-root conv that feeds a BN by `factor`.
 
@@ -201,3 +217,34 @@ def test_channels_whose_d_reached_zero_rank_by_when_it_happened():
     assert torch.isfinite(scores).all()
     # smaller initial c -> d reached zero sooner -> lower prune priority
     assert scores[0] <= scores[-1] and len(scores.unique()) > 1
+
+
+def test_group_rank_prunes_from_every_group_and_keeps_the_order_within_each():
+    """rank="group": a group whose c are all low (its channels resist, e.g. the one feeding the classifier)
+    still gives up its highest-c channels, and inside every group the prune set is a top-c prefix."""
+    from catalyst_deploy.catalyst.controller import group_quantiles
+
+    torch.manual_seed(0)
+    model, example = small_resnet(widths=(16, 32, 64)), torch.randn(1, 1, 28, 28)
+    graph = ChannelGraph(model, example)
+    reg = CatalystRegularizer(lam=1.0)
+    reg.start(graph)
+    starts = torch.tensor([0] + graph.sizes).cumsum(0)[:-1].tolist()
+    c = torch.rand(graph.num_channels) + 1.0
+    resisting = max(range(len(graph.sizes)), key=lambda g: graph.sizes[g])  # the largest group: c below all others
+    c[starts[resisting]:starts[resisting] + graph.sizes[resisting]] -= 0.9
+    reg.d = c * reg.norms()
+    macs0 = count_macs(model, example)[0]
+    masks = {}
+    for rank in ("global", "group"):
+        ctl = TargetController(reg, graph, macs0, 0.5 * macs0, CatalystSettings(rank=rank), 100, 0.1, None, 0.9)
+        masks[rank] = ctl.freeze(1)
+        reg.frozen, reg.d = None, c * reg.norms()  # undo the freeze for the next setting
+    per_group = {r: [int(m[s:s + n].sum()) for s, n in zip(starts, graph.sizes)] for r, m in masks.items()}
+    assert per_group["global"][resisting] == 0 and per_group["group"][resisting] > 0
+    for s, n in zip(starts, graph.sizes):
+        pruned, part = masks["group"][s:s + n], c[s:s + n]
+        if 0 < pruned.sum() < n:
+            assert part[pruned].min() > part[~pruned].max(), "within a group, the highest c go first"
+    q = group_quantiles(torch.tensor([3.0, 1.0, 2.0, 5.0, 4.0]), [3, 2])
+    torch.testing.assert_close(q, torch.tensor([1.0, 0.0, 0.5, 1.0, 0.0]))

@@ -32,8 +32,8 @@ class CatalystRegularizer(PruningMethod):
     name = "catalyst"
     summary = "Catalyst product penalty d*||F|| with proximal updates: lossless, magnitude-fair cuts"
 
-    def __init__(self, lam: float = 0.1, skip_normalized: bool = True):
-        self.lam, self.skip_normalized = lam, skip_normalized
+    def __init__(self, lam: float = 0.1, skip_normalized: bool = True, c0: float = 1.0):
+        self.lam, self.skip_normalized, self.c0 = lam, skip_normalized, c0
         self.frozen: torch.Tensor | None = None  # bool mask of the frozen prune set
         self.frozen_step: float | None = None  # eta*lambda for the frozen set, constant
         self.history: list[tuple[int, float]] = []
@@ -45,7 +45,7 @@ class CatalystRegularizer(PruningMethod):
         self.slices: list[ParamSlice] = graph.producer_slices(self.skip_normalized)
         self.device = self.slices[0].param.device
         self._full = [_covers_whole_dim(s) for s in self.slices]
-        self.d = self.norms().clone()  # every channel starts on the boundary c = 1
+        self.d = self.c0 * self.norms()  # every channel starts at c = c0 (on the boundary for c0 = 1)
         self.zero_step = torch.zeros_like(self.d)  # step at which each channel's d reached 0
 
     def regularized_params(self) -> list[nn.Parameter]:
