@@ -113,3 +113,31 @@ def test_quick_preset_and_explicit_options(benchmarks_on_path):
     override = parse_settings(["--quick", "--seeds", "3", "4", "--targets", "0.3"])
     assert (override.seeds, override.targets, override.quick) == ([3, 4], [0.3], True)
     assert override.command.endswith("--quick --seeds 3 4 --targets 0.3")
+
+
+def test_schedule_study_transplants_keep_the_counts_or_the_order_they_promise(benchmarks_on_path):
+    from schedule_study import per_group, transplant_set
+
+    from catalyst_deploy.config import PruneConfig
+    from catalyst_deploy.surgery import ChannelGraph, count_macs
+    from catalyst_deploy.zoo import small_resnet
+
+    torch.manual_seed(0)
+    model, example = small_resnet(widths=(16, 32, 64)), torch.randn(1, 1, 28, 28)
+    graph, macs0 = ChannelGraph(model, example), count_macs(model, example)[0]
+    log_c = torch.randn(graph.num_channels)
+    source = {"log_c_at_freeze": log_c.tolist(), "pruned_channels": [0, 3]}
+    l1 = {"pruned_channels": list(range(0, graph.num_channels, 3))}
+    cfg = PruneConfig(model="zoo:small_resnet", round_to=None)
+
+    assert transplant_set("set", source, None, graph, macs0, 0.5, cfg) == [0, 3]
+    counts = transplant_set("l1-counts", source, l1, graph, macs0, 0.5, cfg)
+    assert per_group(counts, graph.sizes) == per_group(l1["pruned_channels"], graph.sizes)
+    chosen = set(counts)
+    for idx in torch.arange(graph.num_channels).split(graph.sizes):
+        inside = [int(i) for i in idx if int(i) in chosen]
+        outside = [int(i) for i in idx if int(i) not in chosen]
+        if inside and outside:
+            assert min(log_c[inside]) > max(log_c[outside]), "the highest c of each group are the ones taken"
+    quantile = transplant_set("group-quantile", source, None, graph, macs0, 0.5, cfg)
+    assert 0 < len(quantile) < graph.num_channels and sum(per_group(quantile, graph.sizes)) == len(quantile)
