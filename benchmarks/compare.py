@@ -313,9 +313,16 @@ def run_key(s: CompareSettings, cfg, dense) -> dict:
     the dense model's cache file and the latency options."""
     from catalyst_deploy.pipeline import _jsonable
 
-    config = {k: v for k, v in _jsonable(cfg).items() if k not in ("out", "overwrite")}
-    return json.loads(json.dumps({"config": config, "dense": Path(dense.path).name, "threads": s.threads,
-                                  "latency": [s.latency_batches, s.latency_min_time, s.latency_runs]}))
+    config = _jsonable(cfg)
+    return comparable(json.loads(json.dumps({"config": config, "dense": Path(dense.path).name, "threads": s.threads,
+                                             "latency": [s.latency_batches, s.latency_min_time, s.latency_runs]})))
+
+
+def comparable(key: dict) -> dict:
+    """The part of a run key that must match: not the output folder, and Catalyst's settings only for
+    Catalyst's runs (a baseline's run stays valid while Catalyst's schedule is tuned)."""
+    drop = {"out", "overwrite"} | (set() if key["config"].get("method") == "catalyst" else {"catalyst", "record_every"})
+    return {**key, "config": {k: v for k, v in key["config"].items() if k not in drop}}
 
 
 def cached_run(out: Path, key: dict) -> tuple[dict, dict] | None:
@@ -325,7 +332,7 @@ def cached_run(out: Path, key: dict) -> tuple[dict, dict] | None:
     if not path.is_file():
         return None
     saved = json.loads(path.read_text())
-    if saved.get("key") != key:
+    if "key" not in saved or comparable(saved["key"]) != key:
         print(f"    not reusing {path}: made with other settings", flush=True)
         return None
     print(f"    reusing {path} (made at commit {saved['made']['commit']}, {saved['made']['date']})", flush=True)
