@@ -53,6 +53,8 @@ VARIANTS = [
     Variant("c0-1.05-chi3", "c0 = 1.05, decided at c >= 3", catalyst={"c0": 1.05, "rank": "global", "c_hi": 3.0}),
     Variant("group-rank", "c0 = 1, c ranked within groups", catalyst={"c0": 1.0, "rank": "group"}),
     Variant("default", "c0 = 1.05, c ranked within groups (the shipped default)", targets=(0.3, 0.5)),
+    Variant("default-hold", "as default, but once the decided set covers the target, lambda is held until every "
+            "channel is decided (c >= 1.5 or c < 1) or the deadline", catalyst={"hold": True}, targets=(0.3, 0.5)),
     Variant("l1", "one-shot L1 (the baseline)", method="l1"),
     Variant("set-of-design", "l1's schedule, design's prune set", method="l1", transplant=("set", "design")),
     Variant("set-of-c0-1.05", "l1's schedule, c0-1.05's prune set", method="l1", transplant=("set", "c0-1.05")),
@@ -130,7 +132,7 @@ def run_variant(v: Variant, target: float, dense_path: Path, reports: dict, grap
             "pruned_per_group": per_group(report["pruned_channels"], graph.sizes),
             "frozen_at_step": cat.get("frozen_at_step"), "freeze_forced": cat.get("freeze_forced"),
             "kept_d0_at_freeze": sum(1 for c in at_freeze if c is not None and c < -40) if at_freeze else None,
-            "seconds": round(time.time() - t0)}
+            "seconds": round(time.time() - t0), "commit": git_commit()}
 
 
 def format_section(rows: list[dict], sizes: list[int], about: list[str]) -> str:
@@ -180,9 +182,17 @@ def main(argv: list[str] | None = None) -> int:
             a = rows[-1]["accuracy"]
             print(f"{v.name} {target:g}: after reg {a['after_regularization']:.2f}, after cut {a['after_surgery']:.2f}, "
                   f"final {a['final']:.2f}, per group {rows[-1]['pruned_per_group']} ({rows[-1]['seconds']} s)", flush=True)
-    about = [f"machine: {machine_line()}; torch {torch.__version__}, 1 thread; commit {git_commit()}",
-             f"command: `python benchmarks/schedule_study.py{' --only ' + ' '.join(args.only) if args.only else ''}`; "
-             f"wall time {(time.time() - start) / 60:.1f} min",
+    if args.only and (HERE / "schedule_study.json").is_file():  # update these rows, keep the others
+        fresh = {(r["variant"], r["target_flops"]) for r in rows}
+        kept = [r for r in json.loads((HERE / "schedule_study.json").read_text())
+                if (r["variant"], r["target_flops"]) not in fresh]
+        order = {v.name: i for i, v in enumerate(VARIANTS)}
+        rows = sorted(kept + rows, key=lambda r: (order.get(r["variant"], len(order)), r["target_flops"]))
+    commits = sorted({r.get("commit", "?") for r in rows})
+    about = [f"machine: {machine_line()}; torch {torch.__version__}, 1 thread; rows made at commit(s) {', '.join(commits)}",
+             f"last command: `python benchmarks/schedule_study.py{' --only ' + ' '.join(args.only) if args.only else ''}` "
+             f"(`--only` reruns those rows and keeps the others from schedule_study.json); wall time "
+             f"{(time.time() - start) / 60:.1f} min",
              f"dense model `{dense[0].name}` (seed 0), full Fashion-MNIST; one seed: differences under ~0.3 pt are noise"]
     (HERE / "schedule_study.json").write_text(json.dumps(rows, indent=1))
     write_section(SECTION, format_section(rows, graph.sizes, about), args.results)

@@ -45,6 +45,9 @@ class CatalystSettings:
     # "global" compares raw c across groups, and never pruned the group feeding the classifier, whose
     # larger gradient holds every c there low (the allocation cost 0.66 pt in a transplant test).
     rank: str = "group"
+    # Once the decided set covers the target: freeze at once (False), or hold lambda there and wait until
+    # every channel is decided either way (c >= c_hi or c < 1) or the deadline comes (True).
+    hold: bool = False
 
     def __post_init__(self):
         if self.rank not in RANKS:
@@ -103,7 +106,10 @@ class TargetController:
         macs = self._macs(decided)
         self.trace.append(ControllerTrace(step, self.method.lam, int(decided.sum()), macs / self.macs_dense))
         if macs <= self.target_macs:
-            self.freeze(step)
+            c = self.method.ratio().cpu()
+            separated = bool(((c >= s.c_hi) | (c < 1.0)).all())
+            if not s.hold or separated or step >= s.freeze_by * self.total_steps:
+                self.freeze(step)
         elif step >= s.freeze_by * self.total_steps:
             self.freeze(step, forced=True)
         else:
