@@ -31,6 +31,7 @@ import traceback
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
+from types import SimpleNamespace
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = f"fashion-mnist:{HERE.parents[1] / 'shared' / 'data' / 'fashion-mnist'}"
@@ -161,11 +162,12 @@ class UnitCosts:
         return self.eval_batch_s * self.test_batches
 
 
-def budget_lines(s: CompareSettings, units: UnitCosts, seeds_to_train: int) -> tuple[list[str], float]:
-    """The printed plan: seconds per part of the run from the measured unit costs, and the total."""
+def budget_lines(s: CompareSettings, units: UnitCosts, seeds_to_train: int, reused: int = 0) -> tuple[list[str], float]:
+    """The printed plan: seconds per part of the run from the measured unit costs, and the total
+    (`reused` runs come from the cache and cost nothing)."""
     latency_s = 2.0 + 2 * len(s.latency_batches) * s.latency_min_time
     run_s = (s.reg_epochs + s.recover_epochs) * units.epoch_s + 4 * units.eval_s + RUN_OVERHEAD_S + latency_s
-    runs = 0 if s.dense_only else len(s.seeds) * len(s.targets) * len(s.methods)
+    runs = 0 if s.dense_only else len(s.seeds) * len(s.targets) * len(s.methods) - reused
     dense_s = seeds_to_train * s.dense_epochs * (units.epoch_s + units.eval_s)
     fair_runs = 0 if s.dense_only else len(s.fairness_factors) * 2 * len(s.fairness_methods)
     fair_s = fair_runs * (s.fairness_epochs * units.epoch_s + FAIRNESS_OVERHEAD_S) + len(s.fairness_factors) * units.eval_s
@@ -174,7 +176,8 @@ def budget_lines(s: CompareSettings, units: UnitCosts, seeds_to_train: int) -> t
         f"measured: {units.step_s:.3f} s per training step -> {units.epoch_s:.0f} s per epoch ({units.steps_per_epoch} steps), "
         f"{units.eval_s:.1f} s per test evaluation ({units.test_batches} batches); load average {os.getloadavg()[0]:.2f}",
         f"dense models: {seeds_to_train} to train x {s.dense_epochs:g} epochs (+ an evaluation each) = {dense_s / 60:.1f} min",
-        f"pruning runs: {runs} = {len(s.seeds)} seeds x {len(s.targets)} targets x {len(s.methods)} methods, each "
+        f"pruning runs: {runs} = {len(s.seeds)} seeds x {len(s.targets)} targets x {len(s.methods)} methods"
+        + (f" - {reused} reused from the cache" if reused else "") + ", each "
         f"{s.reg_epochs:g} + {s.recover_epochs:g} epochs, 4 evaluations, ~{RUN_OVERHEAD_S + latency_s:.0f} s "
         f"overhead and ORT timing = {run_s:.0f} s each, {runs * run_s / 60:.1f} min",
         f"fair chance: {fair_runs} phases of {s.fairness_epochs:g} epoch = {fair_s / 60:.1f} min",
@@ -325,7 +328,19 @@ def comparable(key: dict) -> dict:
     return {**key, "config": {k: v for k, v in key["config"].items() if k not in drop}}
 
 
-def cached_run(out: Path, key: dict) -> tuple[dict, dict] | None:
+def reusable_runs(s: CompareSettings, recipe, record_every: int) -> int:
+    """How many of this comparison's runs `--reuse` will take from the cache."""
+    count = 0
+    for seed in s.seeds:
+        dense = SimpleNamespace(path=s.cache / f"{recipe.cache_name(seed)}.pt")
+        for target in s.targets:
+            for method in set(s.methods) & set(s.reuse):
+                cfg = prune_config(s, dense.path, method, target, seed, record_every)
+                count += cached_run(cfg.out, run_key(s, cfg, dense), quiet=True) is not None
+    return count
+
+
+def cached_run(out: Path, key: dict, quiet: bool = False) -> tuple[dict, dict] | None:
     """(record, report) of an earlier run with the same key, the record marked `reused` with the commit
     and date it was made at; None when there is none."""
     path = out / RUN_RECORD
@@ -333,9 +348,11 @@ def cached_run(out: Path, key: dict) -> tuple[dict, dict] | None:
         return None
     saved = json.loads(path.read_text())
     if "key" not in saved or comparable(saved["key"]) != key:
-        print(f"    not reusing {path}: made with other settings", flush=True)
+        if not quiet:
+            print(f"    not reusing {path}: made with other settings", flush=True)
         return None
-    print(f"    reusing {path} (made at commit {saved['made']['commit']}, {saved['made']['date']})", flush=True)
+    if not quiet:
+        print(f"    reusing {path} (made at commit {saved['made']['commit']}, {saved['made']['date']})", flush=True)
     return {**saved["record"], "reused": saved["made"]}, saved["report"]
 
 
@@ -477,7 +494,8 @@ def plan_budget(s: CompareSettings, splits, device, recipe) -> tuple[CompareSett
     units, probe = measure_unit_costs(s, splits, device)
     s = dataclasses.replace(s, threads=units.threads)  # ONNX Runtime gets the same count
     to_train = sum(not (s.cache / f"{recipe.cache_name(seed)}.pt").is_file() for seed in s.seeds)
-    plan, estimate = budget_lines(s, units, to_train)
+    reused = reusable_runs(s, recipe, record_interval(s, len(splits.train)))
+    plan, estimate = budget_lines(s, units, to_train, reused)
     threads = f"torch and ORT threads: {units.threads}, the faster in a training-step probe: " + ", ".join(
         f"{n} thread(s) {t:.3f} s/step" for n, t in probe.items())
     print("\n".join(["budget plan:", f"  {threads}", *(f"  {line}" for line in plan)]), flush=True)
