@@ -474,7 +474,8 @@ def write_outputs(s: CompareSettings, run: dict, records, dense, fairness, check
 
     s.out.mkdir(parents=True, exist_ok=True)
     (s.out / "compare.json").write_text(json.dumps(records, indent=1))
-    (s.out / "compare_fairness.json").write_text(json.dumps(fairness, indent=1))
+    if fairness:
+        (s.out / "compare_fairness.json").write_text(json.dumps(fairness, indent=1))
     if any(not r.get("error") for r in records):
         plot_accuracy_vs_flops(records, statistics.mean(d["accuracy"] for d in dense), s.out / "accuracy_vs_flops.png")
     if fairness:
