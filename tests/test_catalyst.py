@@ -248,3 +248,22 @@ def test_group_rank_prunes_from_every_group_and_keeps_the_order_within_each():
             assert part[pruned].min() > part[~pruned].max(), "within a group, the highest c go first"
     q = group_quantiles(torch.tensor([3.0, 1.0, 2.0, 5.0, 4.0]), [3, 2])
     torch.testing.assert_close(q, torch.tensor([1.0, 0.0, 0.5, 1.0, 0.0]))
+
+
+def test_hold_waits_until_every_channel_is_decided_either_way():
+    torch.manual_seed(0)
+    model, example = tiny_cnn(), torch.randn(1, 1, 28, 28)
+    graph = ChannelGraph(model, example)
+    reg = CatalystRegularizer(lam=1.0)
+    reg.start(graph)
+    half = torch.arange(graph.num_channels) % 2 == 0
+    reg.d = torch.where(half, 2.0, 1.2) * reg.norms()  # half decided for pruning, half still undecided
+    macs0 = count_macs(model, example)[0]
+    settings = CatalystSettings(check_every=1, hold=True)
+    ctl = TargetController(reg, graph, macs0, 0.9 * macs0, settings, total_steps=1000, base_lr=0.1,
+                           round_to=None, max_ratio=0.9)
+    ctl.on_step(1)
+    assert not ctl.frozen, "the decided set covers the target, but half the channels are undecided"
+    reg.d = torch.where(half, 2.0, 0.5) * reg.norms()  # now every channel is on one side or the other
+    ctl.on_step(2)
+    assert ctl.frozen and not ctl.forced  # same decided set as at step 1: only hold kept it from freezing there
