@@ -304,7 +304,7 @@ def run_one(s: CompareSettings, dense, method: str, target: float, record_every:
     from results_file import git_commit
 
     made = {"commit": git_commit(), "date": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"}
-    (cfg.out / RUN_RECORD).write_text(json.dumps({"key": key, "made": made, "record": record, "report": report}))
+    (cfg.out / RUN_RECORD).write_text(json.dumps({"key": key, "made": made, "record": record}))  # + prune's report.json
     return record, report
 
 
@@ -344,7 +344,7 @@ def cached_run(out: Path, key: dict, quiet: bool = False) -> tuple[dict, dict] |
     """(record, report) of an earlier run with the same key, the record marked `reused` with the commit
     and date it was made at; None when there is none."""
     path = out / RUN_RECORD
-    if not path.is_file():
+    if not (path.is_file() and (out / "report.json").is_file()):
         return None
     saved = json.loads(path.read_text())
     if "key" not in saved or comparable(saved["key"]) != key:
@@ -353,7 +353,7 @@ def cached_run(out: Path, key: dict, quiet: bool = False) -> tuple[dict, dict] |
         return None
     if not quiet:
         print(f"    reusing {path} (made at commit {saved['made']['commit']}, {saved['made']['date']})", flush=True)
-    return {**saved["record"], "reused": saved["made"]}, saved["report"]
+    return {**saved["record"], "reused": saved["made"]}, json.loads((out / "report.json").read_text())
 
 
 def run_grid(s: CompareSettings, dense_models: list, record_every: int, started: float) -> tuple[list[dict], list[dict]]:

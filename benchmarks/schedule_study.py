@@ -27,6 +27,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from results_file import git_commit, machine_line, write_section  # noqa: E402
 
+from catalyst_deploy.catalyst import METHODS  # noqa: E402
+from catalyst_deploy.catalyst.baselines import L1Ranking  # noqa: E402
+
 SECTION = "catalyst-schedule"
 DESIGN = {"c0": 1.0, "rank": "global"}  # DESIGN.md 2.2: every channel on the boundary, raw c compared globally
 
@@ -65,26 +68,17 @@ VARIANTS = [
 ]
 
 
-class FixedSet:
-    """A pruning method with l1's schedule (plain fine-tuning) whose prune set is given: `chosen` first."""
+class Transplant(L1Ranking):
+    """l1's schedule (plain fine-tuning, then the cut) with a given prune set: `chosen` goes first."""
 
+    name = "transplant"
+    summary = "l1's schedule with a given prune set (schedule_study.py)"
     chosen: list[int] = []
 
-    @classmethod
-    def register(cls):
-        from catalyst_deploy.catalyst import METHODS
-        from catalyst_deploy.catalyst.baselines import L1Ranking
-
-        class Transplant(L1Ranking):
-            name = "transplant"
-            summary = "l1's schedule with a given prune set (schedule_study.py)"
-
-            def scores(self) -> torch.Tensor:
-                s = torch.zeros(self.graph.num_channels)
-                s[cls.chosen] = 1.0
-                return s
-
-        METHODS["transplant"] = Transplant
+    def scores(self) -> torch.Tensor:
+        s = torch.zeros(self.graph.num_channels)
+        s[Transplant.chosen] = 1.0
+        return s
 
 
 def transplant_set(how: str, source: dict, l1: dict | None, graph, macs0: int, target: float, cfg) -> list[int]:
@@ -98,7 +92,7 @@ def transplant_set(how: str, source: dict, l1: dict | None, graph, macs0: int, t
         return [int(i) for idx, c in groups for i in idx[c.argsort(descending=True)][:sum(int(j) in l1_set for j in idx)]]
     from catalyst_deploy.catalyst.controller import group_quantiles
 
-    mask = graph.select_to_target(group_quantiles(log_c, graph.sizes), target * macs0, cfg.round_to, cfg.max_layer_ratio)
+    mask = graph.select_to_target(group_quantiles(log_c, graph), target * macs0, cfg.round_to, cfg.max_layer_ratio)
     return mask.nonzero().flatten().tolist()
 
 
@@ -120,7 +114,7 @@ def run_variant(v: Variant, target: float, dense_path: Path, reports: dict, grap
                       catalyst=v.catalyst or None)
     if v.transplant:
         how, source = v.transplant
-        FixedSet.chosen = transplant_set(how, reports[source, target], reports.get(("l1", target)), graph, macs0,
+        Transplant.chosen = transplant_set(how, reports[source, target], reports.get(("l1", target)), graph, macs0,
                                          target, cfg)
     t0 = time.time()
     report = prune(cfg, log=lambda line: None)
@@ -168,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(str(dense[0]))
     example = torch.randn(1, 1, 28, 28)
     graph, macs0 = ChannelGraph(model, example), count_macs(model, example)[0]
-    FixedSet.register()
+    METHODS[Transplant.name] = Transplant  # a --method name for this study only
     wanted = set(args.only or [v.name for v in VARIANTS])
     for v in VARIANTS:  # a transplant needs its source's run (and l1's)
         if v.name in wanted and v.transplant:

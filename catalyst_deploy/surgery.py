@@ -292,12 +292,13 @@ class ChannelGraph:
         """Latency-aware priority: rank within each group spread over (0, 1], times the group's weight
         (bench.layer_latency: measured ms per MAC relative to the median, to the power alpha). Which
         channels go within a layer follows the method; how many per layer follows measured latency."""
-        out = torch.empty_like(priority, dtype=torch.float32)
-        for g, size in enumerate(self.sizes):
-            lo = self.offsets[g]
-            rank = priority[lo:lo + size].argsort().argsort().float()  # size-1 = highest priority
-            out[lo:lo + size] = (rank + 1) / size * self.channel_weight[lo]
-        return out
+        sizes = torch.repeat_interleave(torch.tensor(self.sizes), torch.tensor(self.sizes)).float()
+        return (self.group_ranks(priority) + 1) / sizes * self.channel_weight
+
+    def group_ranks(self, priority: torch.Tensor) -> torch.Tensor:
+        """Each channel's rank by `priority` within its own group: 0 for the group's lowest, size - 1 for
+        its highest (float, one per global channel)."""
+        return torch.cat([part.argsort().argsort().float() for part in priority.split(self.sizes)])
 
     def _fill_budget(self, mask_of, k: int, target_macs: float, round_to: int | None, tries: int = 8) -> torch.Tensor:
         """Rounding makes MACs(k) step unevenly, so a slightly shorter prefix can also meet the target

@@ -246,8 +246,10 @@ def test_group_rank_prunes_from_every_group_and_keeps_the_order_within_each():
         pruned, part = masks["group"][s:s + n], c[s:s + n]
         if 0 < pruned.sum() < n:
             assert part[pruned].min() > part[~pruned].max(), "within a group, the highest c go first"
-    q = group_quantiles(torch.tensor([3.0, 1.0, 2.0, 5.0, 4.0]), [3, 2])
-    torch.testing.assert_close(q, torch.tensor([1.0, 0.0, 0.5, 1.0, 0.0]))
+    q = group_quantiles(c, graph)
+    for part, qs in zip(c.split(graph.sizes), q.split(graph.sizes)):
+        ordered = sorted(part.tolist())
+        torch.testing.assert_close(qs, torch.tensor([ordered.index(v) / (len(part) - 1) for v in part.tolist()]))
 
 
 def test_hold_waits_until_every_channel_is_decided_either_way():

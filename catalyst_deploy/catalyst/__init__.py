@@ -24,7 +24,7 @@ def make_method(name: str, *, seed: int = 0, catalyst: CatalystSettings | None =
     if name not in METHODS:
         raise UsageError(f"unknown method {name!r}{did_you_mean(name, METHODS)}; choose from {', '.join(METHODS)}")
     if name == "catalyst":
-        return CatalystRegularizer(c0=catalyst.c0 if catalyst else 1.0)
+        return CatalystRegularizer(c0=(catalyst or CatalystSettings()).c0)
     if name == "random":
         return RandomRanking(seed=seed)
     if name in BASELINE_REG:

@@ -106,9 +106,7 @@ class TargetController:
         macs = self._macs(decided)
         self.trace.append(ControllerTrace(step, self.method.lam, int(decided.sum()), macs / self.macs_dense))
         if macs <= self.target_macs:
-            c = self.method.ratio().cpu()
-            separated = bool(((c >= s.c_hi) | (c < 1.0)).all())
-            if not s.hold or separated or step >= s.freeze_by * self.total_steps:
+            if not s.hold or step >= s.freeze_by * self.total_steps or self._separated():
                 self.freeze(step)
         elif step >= s.freeze_by * self.total_steps:
             self.freeze(step, forced=True)
@@ -119,7 +117,7 @@ class TargetController:
         """Fix the prune set now (also called by the pipeline if the phase ends before a freeze)."""
         scores = self.method.scores()
         if self.settings.rank == "group":
-            scores = group_quantiles(scores, self.graph.sizes)
+            scores = group_quantiles(scores, self.graph)
         mask = self.graph.select_to_target(scores, self.target_macs, self.round_to, self.max_ratio)
         self.log_c_at_freeze = self.method.log_ratio().cpu()  # the split as the task loss left it
         self.method.freeze(mask, self.settings.freeze_step)
@@ -127,6 +125,11 @@ class TargetController:
         macs = self._macs(mask)
         self.trace.append(ControllerTrace(step, self.method.lam, int(mask.sum()), macs / self.macs_dense))
         return mask
+
+    def _separated(self) -> bool:
+        """Every channel decided either way: c >= c_hi (prune) or c < 1 (keep)."""
+        c = self.method.ratio()
+        return bool(((c >= self.settings.c_hi) | (c < 1.0)).all())
 
     def _macs(self, mask: torch.Tensor) -> int:
         if self._last is not None and torch.equal(self._last[0], mask):
@@ -143,14 +146,12 @@ class TargetController:
         }
 
 
-def group_quantiles(scores: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+def group_quantiles(scores: torch.Tensor, graph: ChannelGraph) -> torch.Tensor:
     """Each channel's rank within its group, scaled to [0, 1] (1: the group's first to prune).
 
     c grows at a rate set by the group's task gradient relative to ||F||, which differs between groups
     (the group that feeds the classifier resists most), so raw c compares channels within a group, not
     across groups. Ranking within groups keeps the comparison scale-free and leaves the allocation
     across groups to the MACs fill of `select_to_target`."""
-    out = torch.empty_like(scores, dtype=torch.float32)
-    for part, dst in zip(scores.split(sizes), out.split(sizes)):
-        dst.copy_(part.argsort().argsort().float() / max(1, len(part) - 1))
-    return out
+    sizes = torch.tensor(graph.sizes)
+    return graph.group_ranks(scores) / torch.repeat_interleave((sizes - 1).clamp_min(1), sizes).float()
