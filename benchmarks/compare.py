@@ -304,11 +304,13 @@ def run_one(s: CompareSettings, dense, method: str, target: float, record_every:
     from results_file import git_commit
 
     made = {"commit": git_commit(), "date": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"}
-    (cfg.out / RUN_RECORD).write_text(json.dumps({"key": key, "made": made, "record": record}))  # + prune's report.json
+    run_record(cfg.out).write_text(json.dumps({"key": key, "made": made, "record": record}))  # + prune's report.json
     return record, report
 
 
-RUN_RECORD = "compare_run.json"  # in each run's output folder: what --reuse reads back
+def run_record(out: Path) -> Path:
+    """What --reuse reads back: beside the run's output folder (the folder holds only what prune wrote)."""
+    return out.with_name(out.name + ".compare_run.json")
 
 
 def run_key(s: CompareSettings, cfg, dense) -> dict:
@@ -343,7 +345,7 @@ def reusable_runs(s: CompareSettings, recipe, record_every: int) -> int:
 def cached_run(out: Path, key: dict, quiet: bool = False) -> tuple[dict, dict] | None:
     """(record, report) of an earlier run with the same key, the record marked `reused` with the commit
     and date it was made at; None when there is none."""
-    path = out / RUN_RECORD
+    path = run_record(out)
     if not (path.is_file() and (out / "report.json").is_file()):
         return None
     saved = json.loads(path.read_text())

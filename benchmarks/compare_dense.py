@@ -30,13 +30,15 @@ class DenseRecipe:
     steps_per_epoch: int | None
     train_limit: int | None
     data: str
+    val_size: int = 0  # training images held out (never trained on) for choosing hyperparameters
 
     def cache_name(self, seed: int) -> str:
         limit = self.train_limit or "all"
         steps = f"_spe{self.steps_per_epoch}" if self.steps_per_epoch else ""
+        val = f"_val{self.val_size}" if self.val_size else ""
         data = Path(self.data.split(":", 1)[-1]).name or self.data
         return (f"dense_{data}_w{'-'.join(map(str, self.widths))}_e{self.epochs:g}_lr{self.lr:g}_wd{self.weight_decay:g}"
-                f"_b{self.batch_size}_n{limit}{steps}_s{seed}")
+                f"_b{self.batch_size}_n{limit}{val}{steps}_s{seed}")
 
 
 @dataclass

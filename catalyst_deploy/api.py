@@ -6,11 +6,8 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 from catalyst_deploy.config import PruneConfig, load_config  # noqa: F401 (re-exported for callers)
 from catalyst_deploy.errors import UsageError
@@ -21,36 +18,29 @@ from catalyst_deploy.errors import UsageError
 def prune(cfg: PruneConfig, progress: Callable | None = None, log: Callable[[str], None] = print) -> dict:
     """Run the whole pipeline of `cfg` and write its outputs to `cfg.out`; returns the report dict.
 
-    Outputs (pruned.pt, pruned_state.pt, plan.json, report.json, report.md, bifurcation.png) are
-    written to a staging folder and moved into place only when the run succeeds.
-    Raises UsageError for bad input, CatalystDeployError when the job fails.
+    The model and data are loaded and checked before the output folder is touched. The folder must be new,
+    empty or an earlier run of this tool (see `rundir`); a failed run removes the files it wrote, and
+    nothing else. Raises UsageError for bad input, CatalystDeployError when the job fails.
     """
+    from catalyst_deploy.data import spec_path
     from catalyst_deploy.pipeline import PruneRun
+    from catalyst_deploy.rundir import claim_run_folder, next_free_folder
 
-    with staged_output(Path(cfg.out), cfg.overwrite) as stage:
-        run = PruneRun(cfg, progress=progress, log=log)
-        report = run.run(stage)
-        report["out"] = str(cfg.out)
+    out = cfg.out if cfg.out is not None else next_free_folder(DEFAULT_PRUNE_OUT)
+    run = PruneRun(cfg, progress=progress, log=log)
+    setup = run.setup()
+    folder = claim_run_folder(out, inputs=[cfg.model, cfg.weights, spec_path(cfg.data)], overwrite=cfg.overwrite)
+    run.report["out"] = str(out)
+    try:
+        report = run.run(setup, folder)
+    except BaseException:
+        folder.discard(keep_checkpoints=True)
+        raise
+    folder.finish()
     return report
 
 
-@contextmanager
-def staged_output(out: Path, overwrite: bool) -> Iterator[Path]:
-    """A fresh folder beside `out` that replaces `out` on success and disappears on failure."""
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise UsageError(f"--out {out} already holds files: pass --overwrite or choose another folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
-        yield stage
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    if out.exists():
-        shutil.rmtree(out)
-    stage.rename(out)
+DEFAULT_PRUNE_OUT = "runs/prune"
 
 
 # ---- export / bench / env -----------------------------------------------------------------------
@@ -58,7 +48,7 @@ def staged_output(out: Path, overwrite: bool) -> Iterator[Path]:
 
 def export(model, fmt: str, out: str | Path, *, input_shape: tuple[int, ...] | None = None, example=None,
            options=None, calib_data: str | None = None, calib_loader=None, plan: dict | None = None,
-           trust_pickle: bool = False):
+           trust_pickle: bool = False, overwrite: bool = False):
     """Export `model` to `fmt` (onnx, trt, torch; see `catalyst_deploy.exporters.EXPORTERS`) at `out`,
     checked against PyTorch on the same input. Returns an `ExportResult`.
 
@@ -69,11 +59,14 @@ def export(model, fmt: str, out: str | Path, *, input_shape: tuple[int, ...] | N
 
         api.export("runs/r18/pruned.pt", "onnx", "runs/r18/model.onnx", input_shape=(1, 3, 224, 224))
 
-    Raises UsageError (bad format/option/shape, missing file), MissingDependency, ExportValidationError.
+    An existing file at `out` is replaced only with `overwrite`, and never when it is the model itself.
+    Raises UsageError (bad format/option/shape, missing file, `out` taken), MissingDependency,
+    ExportValidationError.
     """
-    from catalyst_deploy.exporters import ExportOptions, export_model
+    from catalyst_deploy.exporters import ExportOptions, export_model, output_paths
 
     kwargs = (options or ExportOptions()).for_format(fmt)
+    check_export_targets(output_paths(fmt, out, plan is not None), model, calib_data, overwrite)
     if example is None and not input_shape:
         raise UsageError("the input shape is needed to trace the model: give it (CLI: --input-shape 1,3,224,224)")
     module = _module_of(model, trust_pickle)
@@ -98,6 +91,20 @@ def bench(pruned, baseline=None, options=None, out_dir: str | Path | None = None
     if out_dir is not None:
         write_report(report, out_dir)
     return report
+
+
+def check_export_targets(paths, model, calib_data, overwrite: bool) -> None:
+    """UsageError when an export would write onto its input, or over an existing file without `overwrite`."""
+    from catalyst_deploy.data import spec_path
+    from catalyst_deploy.rundir import check_not_an_input
+
+    inputs = [model if isinstance(model, (str, Path)) else None, spec_path(calib_data) if calib_data else None]
+    for path in paths:
+        check_not_an_input(Path(path).absolute(), inputs, "--out")
+        if Path(path).is_dir():
+            raise UsageError(f"--out {path} is a folder: give the file to write, e.g. {Path(path) / 'model.onnx'}")
+        if Path(path).exists() and not overwrite:
+            raise UsageError(f"{path} exists: pass --overwrite to replace it, or choose another file name")
 
 
 def env_report() -> dict:

@@ -26,7 +26,7 @@ def prune(
     data: str = typer.Option(None, help="demo, fashion-mnist:PATH, mnist:PATH, cifar10:PATH, cifar100:PATH, imagefolder:PATH"),
     target_flops: str = typer.Option(None, "--target-flops", help="share of the dense MACs to keep at most (0.5) or a budget (2.0G)"),
     method: str = typer.Option(None, help=_METHOD_HELP),
-    out: str = typer.Option(None, help="output folder [runs/prune]"),
+    out: str = typer.Option(None, help="output folder: new, empty, or an earlier run of this tool [runs/prune, or runs/prune-N when taken]"),
     recipe: str = typer.Option(None, help="recipe name (recipes/*.yaml) or YAML path; flags override it"),
     weights: str = typer.Option(None, help="state_dict file to load into the model"),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="load a model file that needs classes outside torch/torchvision (runs code from the file)"),
@@ -46,7 +46,7 @@ def prune(
     bench: bool = typer.Option(False, "--bench", help="benchmark dense vs pruned latency (ONNX Runtime, torch; TensorRT with --export trt on a GPU)"),
     bench_batch: str = typer.Option(None, help="batch sizes for --bench, e.g. 1,8 [1,8]"),
     latency_aware: str = typer.Option(None, help="weigh layers by their measured latency per MAC on this backend (ort-cpu) when choosing channels"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="replace the contents of an existing --out folder"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an earlier run of this tool in --out (a folder holding anything else is never touched)"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
 ) -> None:
     """Fine-tune with a pruning regularizer, cut whole channels to the FLOPs target, recover, write outputs."""
@@ -62,9 +62,9 @@ def prune(
 
 @app.command()
 def demo(
-    out: str = typer.Option("runs/demo", help="output folder"),
+    out: str = typer.Option(None, help="output folder [runs/demo, or runs/demo-N when taken]"),
     steps_per_epoch: int = typer.Option(None, help="cap steps per epoch (smoke runs)"),
-    overwrite: bool = typer.Option(True, help="replace an earlier demo run in --out"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an earlier run of this tool in --out"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
 ) -> None:
     """Built-in example: train a small ResNet on the bundled Fashion-MNIST subset, prune it to 50% FLOPs.
@@ -73,7 +73,10 @@ def demo(
     """
     from catalyst_deploy import api
 
-    cfg = api.load_config("demo", out=out, steps_per_epoch=steps_per_epoch, overwrite=overwrite)
+    from catalyst_deploy.rundir import next_free_folder
+
+    cfg = api.load_config("demo", out=out or next_free_folder("runs/demo"), steps_per_epoch=steps_per_epoch,
+                          overwrite=overwrite or None)
     _run_prune(cfg, as_json)
 
 
@@ -118,6 +121,7 @@ def export(
     data: str = typer.Option(None, help="int8 calibration data, a dataset spec as in `prune --data` (trt)"),
     atol: float = typer.Option(None, help="tolerance vs PyTorch, scaled by outputs above 1 (default per format)"),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="load a model file that needs classes outside torch/torchvision"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing file at --out (never the input model)"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
     """Export a model to ONNX, a TensorRT engine or a torch file, checked against PyTorch on the same input."""
@@ -128,7 +132,7 @@ def export(
     from catalyst_deploy import api
 
     result = api.export(model, fmt, out, input_shape=_int_tuple(input_shape, "--input-shape"), options=options,
-                        calib_data=data, trust_pickle=trust_pickle)
+                        calib_data=data, trust_pickle=trust_pickle, overwrite=overwrite)
     _print_export(result, as_json)
 
 

@@ -72,8 +72,8 @@ class PruneConfig:
     data: str = "demo"
     target_flops: str = "0.5"
     method: str = "catalyst"
-    out: Path = Path("runs/prune")
-    overwrite: bool = False
+    out: Path | None = None  # None: the first free runs/prune, runs/prune-2, ...
+    overwrite: bool = False  # replace an earlier run of this tool in `out` (never other files)
     weights: str | None = None
     trust_pickle: bool = False
     input_shape: tuple[int, ...] | None = None  # N,C,H,W of the example input; default from the data

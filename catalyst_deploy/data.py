@@ -45,11 +45,16 @@ class DatasetInfo:
 
 @dataclass(frozen=True)
 class DataSplits:
-    """Train and test datasets yielding ``(float image tensor (C, H, W), int label)``, and their info."""
+    """Train and test datasets yielding ``(float image tensor (C, H, W), int label)``, and their info.
+
+    ``val`` (None unless asked for) is held out of the training images, never trained on, and seen
+    without augmentation: the split on which hyperparameters are chosen before the test split is read.
+    """
 
     train: Dataset
     test: Dataset
     info: DatasetInfo
+    val: Dataset | None = None
 
 
 @dataclass(frozen=True)
@@ -105,25 +110,29 @@ def load_dataset(
     channels: int | None = None,
     train_limit: int | None = None,
     test_limit: int | None = None,
+    val_size: int = 0,
 ) -> DataSplits:
     """Read the dataset that ``spec`` names (see :func:`accepted_specs`); return train/test splits and info.
 
     ``image_size`` (height, width) resizes every image; ``channels`` converts (1 -> 3 repeats the
-    gray channel, 3 -> 1 averages); ``train_limit``/``test_limit`` keep a fixed pseudo-random
-    subset of that many items. Raises UsageError for an unknown spec, a missing or malformed
-    dataset, or bad options.
+    gray channel, 3 -> 1 averages); ``val_size`` holds that many training images out as ``val``
+    (a fixed pseudo-random choice, unaugmented); ``train_limit``/``test_limit`` then keep a fixed
+    pseudo-random subset of that many items. Raises UsageError for an unknown spec, a missing or
+    malformed dataset, or bad options.
     """
     name, kind, root = _parse_spec(spec)
     size = _check_image_size(image_size)
     _check_channels(channels)
     if kind.read is None:
-        splits = _imagefolder_splits(root, kind, size, channels)
+        splits, unaugmented = _imagefolder_splits(root, kind, size, channels)
     else:
-        splits = _in_memory_splits(name, kind, kind.read(root), size, channels)
+        splits, unaugmented = _in_memory_splits(name, kind, kind.read(root), size, channels)
+    train, val = _hold_out(splits.train, unaugmented, val_size)
     return DataSplits(
-        train=_limited(splits.train, train_limit, "train_limit"),
+        train=_limited(train, train_limit, "train_limit"),
         test=_limited(splits.test, test_limit, "test_limit"),
         info=splits.info,
+        val=val,
     )
 
 
@@ -149,6 +158,12 @@ def make_loaders(splits: DataSplits, batch_size: int, workers: int = 0, seed: in
     train = DataLoader(splits.train, shuffle=True, generator=generator, **common)
     test = DataLoader(splits.test, shuffle=False, **common)
     return train, test
+
+
+def spec_path(spec: str) -> Path | None:
+    """The folder a dataset spec reads from (None for the bundled demo data), without reading it."""
+    name, _, path = spec.partition(":")
+    return Path(path).expanduser() if path and name.strip().lower() in DATASET_KINDS else None
 
 
 def accepted_specs() -> str:
@@ -203,6 +218,22 @@ def _limited(dataset: Dataset, limit: int | None, option: str) -> Dataset:
     generator = torch.Generator().manual_seed(LIMIT_SEED)
     indices = torch.randperm(len(dataset), generator=generator)[:limit].sort().values
     return Subset(dataset, indices.tolist())
+
+
+def _hold_out(train: Dataset, unaugmented: Dataset, size: int) -> tuple[Dataset, Dataset | None]:
+    """(the training images minus ``size`` held-out ones, the held-out ones seen through ``unaugmented``,
+    a view of the same images without augmentation). The choice is fixed: it depends on LIMIT_SEED only."""
+    import torch
+    from torch.utils.data import Subset
+
+    if not size:
+        return train, None
+    if not 0 < size < len(train):
+        raise UsageError(f"val_size must be between 1 and {len(train) - 1} (the training set has {len(train)} "
+                         f"images), got {size}")
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(LIMIT_SEED + 1))
+    held, rest = order[:size].sort().values.tolist(), order[size:].sort().values.tolist()
+    return Subset(train, rest), Subset(unaugmented, held)
 
 
 # ---- channels and statistics --------------------------------------------------------------------
@@ -280,8 +311,9 @@ class UInt8ImageDataset:
 
 def _in_memory_splits(
     name: str, kind: DatasetKind, arrays: ImageArrays, image_size: tuple[int, int] | None, channels: int | None
-) -> DataSplits:
-    """Wrap arrays read from disk as train (augmented) and test datasets sharing one DatasetInfo."""
+) -> tuple[DataSplits, Dataset]:
+    """Wrap arrays read from disk as train (augmented) and test datasets sharing one DatasetInfo, plus the
+    training images without augmentation (what a validation split is cut from)."""
     native_channels, *native_size = arrays.train_images.shape[1:]
     info = DatasetInfo(
         name=name,
@@ -296,7 +328,8 @@ def _in_memory_splits(
     augmentation = Augmentation(round(kind.augmentation.crop_padding * scale), kind.augmentation.horizontal_flip)
     train = UInt8ImageDataset(arrays.train_images, arrays.train_labels, info=info, augmentation=augmentation)
     test = UInt8ImageDataset(arrays.test_images, arrays.test_labels, info=info)
-    return DataSplits(train, test, info)
+    train_unaugmented = UInt8ImageDataset(arrays.train_images, arrays.train_labels, info=info)
+    return DataSplits(train, test, info), train_unaugmented
 
 
 # ---- IDX (MNIST, Fashion-MNIST) -----------------------------------------------------------------
@@ -453,8 +486,9 @@ def _read_cifar_records(folder: Path, names: tuple[str, ...], layout: CifarLayou
 
 def _imagefolder_splits(
     root: Path, kind: DatasetKind, image_size: tuple[int, int] | None, channels: int | None
-) -> DataSplits:
-    """torchvision ImageFolder over root/train and root/val; val uses train's class indices."""
+) -> tuple[DataSplits, Dataset]:
+    """torchvision ImageFolder over root/train and root/val (val uses train's class indices), plus root/train
+    with the test transform (what a validation split is cut from)."""
     import torchvision.transforms as T
 
     if not (root / "train").is_dir() or not (root / "val").is_dir():
@@ -467,7 +501,8 @@ def _imagefolder_splits(
     test_tf = T.Compose([T.Resize(round(min(size) / IMAGEFOLDER_RESIZE_RATIO)), T.CenterCrop(size), *finish])
     train = _image_folder(root / "train", train_tf)
     test = _image_folder(root / "val", test_tf, classes=train.classes)
-    return DataSplits(train, test, dataclasses.replace(info, num_classes=len(train.classes)))
+    train_unaugmented = _image_folder(root / "train", test_tf)
+    return DataSplits(train, test, dataclasses.replace(info, num_classes=len(train.classes))), train_unaugmented
 
 
 def _image_folder(folder: Path, transform, classes: list[str] | None = None):

@@ -16,9 +16,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -411,20 +409,8 @@ def model_input_channels(model: nn.Module) -> int | None:
 
 
 def save_model(model: nn.Module, path: str | Path) -> Path:
-    """``torch.save(model, path)`` atomically (temp file in the same folder, then os.replace); returns the path.
+    """``torch.save(model, path)`` atomically; returns the path. A crash mid-write leaves any earlier file
+    at ``path`` intact."""
+    from catalyst_deploy.atomic import torch_save
 
-    Creates the parent folder. A crash mid-write leaves any earlier file at ``path`` intact.
-    """
-    import torch
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as tmp_file:
-            torch.save(model, tmp_file)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
+    return torch_save(model, path)

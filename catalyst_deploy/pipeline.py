@@ -146,10 +146,10 @@ class PruneRun:
         return plan
 
     # ---- the whole run ---------------------------------------------------------------------------
-    def run(self, out: Path) -> dict:
+    def run(self, s: Setup, out) -> dict:
+        """The pipeline on a loaded `Setup`, writing through `out` (a rundir.RunFolder)."""
         cfg, rep = self.cfg, self.report
         start = time.perf_counter()
-        s = self.setup()
         if cfg.pretrain_epochs:
             self.phase(s, "dense training", cfg.pretrain_epochs, cfg.pretrain_lr)
         macs0, params0 = count_macs(s.model, s.example)
@@ -199,10 +199,17 @@ class PruneRun:
         pruned, example = s.model.cpu().eval(), s.example.cpu()
         exports = {}
         for fmt in self.cfg.export:
-            path = out / f"model{get_exporter(fmt).suffix}"
-            self.log(f"exporting {fmt} -> {path.name}")
-            result = api.export(pruned, fmt, path, example=example, plan=plan if fmt == "torch" else None)
-            exports[fmt] = {"path": path.name, "max_abs_diff": result.max_abs_diff, "atol": result.atol}
+            name = f"model{get_exporter(fmt).suffix}"
+            self.log(f"exporting {fmt} -> {name}")
+            result = api.export(pruned, fmt, out.file(name), example=example, plan=plan if fmt == "torch" else None,
+                                overwrite=True)
+            out.record(name)
+            if fmt == "torch":
+                from catalyst_deploy.exporters.torch import torch_artifact_paths
+
+                for path in torch_artifact_paths(out.file(name)).values():
+                    out.record(path.name)
+            exports[fmt] = {"path": name, "max_abs_diff": result.max_abs_diff, "atol": result.atol}
         self.report["exports"] = exports
         if self.cfg.bench:
             self.report["latency"] = self.bench(dense, pruned, example, out)
@@ -218,21 +225,23 @@ class PruneRun:
         options = BenchOptions(backends=tuple(backends), batches=self.cfg.bench_batches,
                                input_shape=tuple(example.shape[1:]), flops_ratio=self.report["macs"]["ratio"])
         self.log(f"benchmarking dense vs pruned on {', '.join(backends)}, batch {list(self.cfg.bench_batches)}")
-        report = api.bench(pruned, dense, options, out_dir=out)
+        report = api.bench(pruned, dense, options, out_dir=out.path)
+        for name in ("bench.json", "bench.md", "latency.png"):
+            out.record(name)
         self.report["latency_markdown"] = to_markdown(report)
         return {"ratios": report.ratios(), "bench_json": "bench.json"}
 
     def write_outputs(self, s: Setup, plan: dict, out: Path) -> None:
-        from catalyst_deploy.models import save_model
         from catalyst_deploy.report import write_bifurcation_png
 
         model = s.model.to("cpu").to(memory_format=torch.contiguous_format).eval()
-        save_model(model, out / "pruned.pt")
-        torch.save(model.state_dict(), out / "pruned_state.pt")
-        save_plan(plan, out / "plan.json")
+        out.write_with("pruned.pt", lambda tmp: torch.save(model, tmp))
+        out.write_with("pruned_state.pt", lambda tmp: torch.save(model.state_dict(), tmp))
+        out.write_with("plan.json", lambda tmp: save_plan(plan, tmp))
         if "log_c_at_cut" in self.report:
             r = self.report
-            write_bifurcation_png(r["log_c_at_freeze"], r["log_c_at_cut"], r["pruned_channels"], out / "bifurcation.png")
+            out.write_with("bifurcation.png", lambda tmp: write_bifurcation_png(
+                r["log_c_at_freeze"], r["log_c_at_cut"], r["pruned_channels"], tmp))
 
 
 def _finite(log_c: torch.Tensor) -> list[float]:

@@ -8,9 +8,10 @@ import math
 from pathlib import Path
 
 
-def write_report(report: dict, out: Path) -> None:
-    (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
-    (out / "report.md").write_text(report_markdown(report))
+def write_report(report: dict, out) -> None:
+    """report.json and report.md through `out` (a rundir.RunFolder)."""
+    out.write_text("report.json", json.dumps(report, indent=1, default=str))
+    out.write_text("report.md", report_markdown(report))
 
 
 def _fmt_count(n: float) -> str:

@@ -18,8 +18,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -399,11 +397,9 @@ def apply_plan(model: nn.Module, plan: dict) -> nn.Module:
 
 def save_plan(plan: dict, path: str | Path) -> None:
     """Write plan.json atomically."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(plan, f, indent=1)
-    os.replace(tmp, path)
+    from catalyst_deploy.atomic import write_text
+
+    write_text(path, json.dumps(plan, indent=1))
 
 
 def load_plan(path: str | Path) -> dict:

@@ -67,10 +67,11 @@ def test_bad_input_is_one_line_with_exit_code_2_and_no_output_folder(tmp_path, a
     assert not list(tmp_path.glob(".run.partial-*"))
 
 
-def test_existing_output_is_not_overwritten_without_flag(tmp_path):
+@pytest.mark.parametrize("flag", [[], ["--overwrite"]])
+def test_a_folder_with_user_files_is_never_overwritten(tmp_path, flag):
     out = tmp_path / "run"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    result = run_cli("prune", "zoo:tiny_cnn", "--data", "demo", "--out", str(out))
-    assert result.returncode == 2 and "--overwrite" in result.stderr
-    assert (out / "keep.txt").read_text() == "mine"
+    result = run_cli("prune", "zoo:tiny_cnn", "--data", "demo", "--out", str(out), *flag)
+    assert result.returncode == 2 and "did not write (keep.txt)" in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"] and (out / "keep.txt").read_text() == "mine"

@@ -104,6 +104,16 @@ def exporter_help() -> str:
     return "; ".join(lines)
 
 
+def output_paths(fmt: str, out: str | Path, with_plan: bool = False) -> list[Path]:
+    """Every file an export to `fmt` at `out` writes (the torch format: module, state dict, and the plan
+    when one is given)."""
+    if get_exporter(fmt).name == "torch":
+        from catalyst_deploy.exporters.torch import torch_artifact_paths
+
+        return [p for key, p in torch_artifact_paths(out).items() if key != "plan" or with_plan]
+    return [Path(out)]
+
+
 def exporter_unavailable_reason(name: str) -> str | None:
     """Why `name` cannot export on this machine, or None when it can."""
     from catalyst_deploy.errors import MissingDependency

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from catalyst_deploy.errors import CatalystDeployError
-from catalyst_deploy.exporters.atomic import atomic_output
+from catalyst_deploy.atomic import atomic_path
 from catalyst_deploy.exporters.validation import OutputCheck, as_output_list, check_outputs, random_input
 
 INPUT_NAME = "input"
@@ -33,7 +33,7 @@ def torch_to_onnx(model, example, path: str | Path, *, opset: int = 17, dynamic_
     """
     import onnx
 
-    with atomic_output(path) as tmp, eval_mode(model):
+    with atomic_path(path) as tmp, eval_mode(model):
         output_names = _output_names(model, example)
         _export_torchscript(model, example, tmp, opset, dynamic_batch, output_names)
         try:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from catalyst_deploy.errors import CatalystDeployError, MissingDependency, UsageError
-from catalyst_deploy.exporters.atomic import atomic_output
+from catalyst_deploy.atomic import atomic_path
 from catalyst_deploy.exporters.validation import OutputCheck, check_outputs, random_input
 
 INSTALL_HINT = "pip install 'catalyst-deploy[tensorrt]'"
@@ -88,7 +88,7 @@ def onnx_to_engine(onnx_path: str | Path, engine_path: str | Path, *, precision:
     if precision == "int8" and calib_loader is None:
         raise UsageError("int8 needs calibration data: pass calib_loader (CLI: --data)")
     opt_batch = _check_batch_range(min_batch, opt_batch, max_batch)
-    with atomic_output(engine_path) as tmp:
+    with atomic_path(engine_path) as tmp:
         tmp.write_bytes(build_serialized_engine(trt, onnx_path, precision, (min_batch, opt_batch, max_batch),
                                                 calib_loader, calib_batches, workspace_gib))
         if reference is None:

@@ -11,7 +11,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from catalyst_deploy.errors import UsageError
-from catalyst_deploy.exporters.atomic import atomic_output
+from catalyst_deploy.atomic import atomic_path
 from catalyst_deploy.exporters.validation import OutputCheck, check_outputs
 
 PLAN_FILENAME = "plan.json"
@@ -40,7 +40,7 @@ def save_torch_module(model, example, path: str | Path, *, plan: dict | None = N
     plan_text = _plan_json(plan)
     paths = torch_artifact_paths(path)
     with ExitStack() as stack, eval_mode(model):
-        tmp = {key: stack.enter_context(atomic_output(p)) for key, p in paths.items() if key != "plan" or plan_text}
+        tmp = {key: stack.enter_context(atomic_path(p)) for key, p in paths.items() if key != "plan" or plan_text}
         torch.save(model, tmp["module"])
         torch.save(model.state_dict(), tmp["state_dict"])
         if plan_text:
