@@ -1,7 +1,9 @@
 """What the CLI and Python users call: prune(), export(), bench(), env_report().
 
     from catalyst_deploy import api
-    report = api.prune(api.PruneConfig(model="torchvision:resnet18", data="demo", target_flops="0.5"))
+    report = api.prune(api.load_config("demo", out="runs/demo"))
+    api.export("runs/demo", "onnx", "runs/demo/copy.onnx")          # a run folder knows its input shape
+    api.bench("runs/demo")                                          # its exported files, dense vs pruned
 """
 
 from __future__ import annotations
@@ -10,87 +12,88 @@ from pathlib import Path
 from typing import Callable
 
 from catalyst_deploy.config import PruneConfig, load_config  # noqa: F401 (re-exported for callers)
-from catalyst_deploy.errors import UsageError
+from catalyst_deploy.errors import CatalystDeployError, UsageError
 
-# ---- prune (core pipeline) ----------------------------------------------------------------------
+DEFAULT_PRUNE_OUT = "runs/prune"
 
 
-def prune(cfg: PruneConfig, progress: Callable | None = None, log: Callable[[str], None] = print) -> dict:
-    """Run the whole pipeline of `cfg` and write its outputs to `cfg.out`; returns the report dict.
+class PartialFailure(CatalystDeployError):
+    """The model was pruned and written, but an export or the benchmark failed (exit code 1)."""
 
-    The model and data are loaded and checked before the output folder is touched. The folder must be new,
-    empty or an earlier run of this tool (see `rundir`); a failed run removes the files it wrote, and
-    nothing else. Raises UsageError for bad input, CatalystDeployError when the job fails.
+
+def prune(cfg: PruneConfig, progress: Callable | None = None, log: Callable[[str], None] = print):
+    """Run the whole pipeline of `cfg`, writing its outputs to `cfg.out`; returns the `report.PruneReport`.
+
+    The model, data, target and export formats are checked before the output folder is touched. The folder
+    must be new, empty or an earlier run of this tool (`rundir`); `cfg.resume` continues an interrupted run
+    from its checkpoint. A failed run removes the files it wrote (keeping checkpoints), and nothing else.
+    Raises UsageError for bad input, CatalystDeployError when the job fails, PartialFailure (after writing
+    everything else) when an export failed.
     """
     from catalyst_deploy.data import spec_path
-    from catalyst_deploy.pipeline import PruneRun
+    from catalyst_deploy.pipeline import PruneRun, config_json
     from catalyst_deploy.rundir import claim_run_folder, next_free_folder
 
     out = cfg.out if cfg.out is not None else next_free_folder(DEFAULT_PRUNE_OUT)
     run = PruneRun(cfg, progress=progress, log=log)
     setup = run.setup()
-    folder = claim_run_folder(out, inputs=[cfg.model, cfg.weights, spec_path(cfg.data)], overwrite=cfg.overwrite)
-    run.report["out"] = str(out)
+    folder = claim_run_folder(out, inputs=[cfg.model, cfg.weights, spec_path(cfg.data)], overwrite=cfg.overwrite,
+                              resume=cfg.resume, settings={"model": cfg.model, "method": cfg.method})
     try:
         report = run.run(setup, folder)
     except BaseException:
         folder.discard(keep_checkpoints=True)
         raise
-    folder.finish()
+    failed = {fmt: e["error"] for fmt, e in report.exports.items() if "error" in e}
+    folder.finish("done" if not failed else "failed")
+    if failed:
+        raise PartialFailure(f"pruned model written to {out}, but export failed: "
+                             + "; ".join(f"{fmt}: {msg}" for fmt, msg in failed.items()))
+    del config_json
     return report
-
-
-DEFAULT_PRUNE_OUT = "runs/prune"
-
-
-# ---- export / bench / env -----------------------------------------------------------------------
 
 
 def export(model, fmt: str, out: str | Path, *, input_shape: tuple[int, ...] | None = None, example=None,
            options=None, calib_data: str | None = None, calib_loader=None, plan: dict | None = None,
-           trust_pickle: bool = False, overwrite: bool = False):
-    """Export `model` to `fmt` (onnx, trt, torch; see `catalyst_deploy.exporters.EXPORTERS`) at `out`,
-    checked against PyTorch on the same input. Returns an `ExportResult`.
+           trust_pickle: bool = False, overwrite: bool = False, metadata: dict | None = None):
+    """Export `model` to `fmt` (onnx, trt, torch; `formats.FORMATS`) at `out`, checked against PyTorch on
+    the same input. Returns an `ExportResult`.
 
-    `model`: an nn.Module or a `models.load_model` spec ("runs/r18/pruned.pt", "torchvision:resnet18").
-    `example` (an N,C,H,W tensor) or `input_shape` (N,C,H,W) gives the traced input. `options`: an
-    `ExportOptions`. For int8 engines, `calib_data` (a dataset spec, see `data.load_dataset`) or
-    `calib_loader` feeds the calibrator. `plan` (the surgery plan) is written beside a torch export.
+    `model`: an nn.Module, a run folder of `prune`, or a `models.load_model` spec. The traced input is
+    `example` (an N,C,H,W tensor), else `input_shape`, else the model.json of a run folder (or beside the
+    model file). `options`: an `ExportOptions`. For int8 engines, `calib_data` (a dataset spec) or
+    `calib_loader` feeds the calibrator. `plan` is written beside a torch export; `metadata` goes into an
+    ONNX file's metadata_props (a run's model.json does by default). An existing file at `out` is replaced
+    only with `overwrite`, never when it is the model itself.
 
         api.export("runs/r18/pruned.pt", "onnx", "runs/r18/model.onnx", input_shape=(1, 3, 224, 224))
 
-    An existing file at `out` is replaced only with `overwrite`, and never when it is the model itself.
     Raises UsageError (bad format/option/shape, missing file, `out` taken), MissingDependency,
     ExportValidationError.
     """
     from catalyst_deploy.exporters import ExportOptions, export_model, output_paths
+    from catalyst_deploy.outputs import read_model_meta
 
+    model = _run_folder_model(model)
     kwargs = (options or ExportOptions()).for_format(fmt)
     check_export_targets(output_paths(fmt, out, plan is not None), model, calib_data, overwrite)
+    meta = read_model_meta(model) if isinstance(model, (str, Path)) and Path(model).exists() else None
     if example is None and not input_shape:
-        raise UsageError("the input shape is needed to trace the model: give it (CLI: --input-shape 1,3,224,224)")
+        if not meta:
+            raise UsageError("the input shape is needed to trace the model: give it (CLI: --input-shape N,C,H,W, "
+                             "e.g. 1,3,224,224 for RGB or 1,1,28,28 for grayscale), or export a run folder")
+        input_shape = tuple(meta["input_shape"])
     module = _module_of(model, trust_pickle)
     example = example if example is not None else _example_input(input_shape)
+    from catalyst_deploy.preflight import check_forward
+
+    check_forward(module, example, "the input shape")
     if calib_data is not None:
         calib_loader = _calibration_loader(calib_data, tuple(example.shape))
-    extras = {"calib_loader": calib_loader, "plan": plan}
+    if fmt == "onnx" and metadata is None and meta:
+        metadata = {k: str(v) for k, v in meta.items()}
+    extras = {"calib_loader": calib_loader, "plan": plan, "metadata": metadata}
     return export_model(module, fmt, out, example, **kwargs, **{k: v for k, v in extras.items() if v is not None})
-
-
-def bench(pruned, baseline=None, options=None, out_dir: str | Path | None = None, progress=None):
-    """Benchmark `pruned` against `baseline` (dense; optional) on each backend and batch, interleaved.
-
-    Models: nn.Modules or files (.onnx, .engine, .pt). `options`: a `bench.harness.BenchOptions`. With
-    `out_dir`, writes bench.json, bench.md and latency.png there. Returns the `BenchReport`; a backend
-    that fails is reported in its rows. Raises UsageError for a missing file or an unknown backend.
-    """
-    from catalyst_deploy.bench.harness import BenchOptions, run_benchmark
-    from catalyst_deploy.bench.report import write_report
-
-    report = run_benchmark(pruned, baseline, options or BenchOptions(), progress=progress)
-    if out_dir is not None:
-        write_report(report, out_dir)
-    return report
 
 
 def check_export_targets(paths, model, calib_data, overwrite: bool) -> None:
@@ -107,12 +110,74 @@ def check_export_targets(paths, model, calib_data, overwrite: bool) -> None:
             raise UsageError(f"{path} exists: pass --overwrite to replace it, or choose another file name")
 
 
+def bench(pruned, baseline=None, options=None, out_dir: str | Path | None = None, progress=None, overwrite=False):
+    """Benchmark `pruned` against `baseline` (dense; optional) on each backend and batch, interleaved.
+
+    Models: nn.Modules, files (.onnx, .engine, .pt), or a `prune` run folder: then its exported files
+    (model.onnx against dense.onnx, ...) with their input shape from model.json. `options`: a
+    `bench.harness.BenchOptions`. With `out_dir` (new, empty, or an earlier bench output of this tool),
+    writes bench.json, bench.md and latency.png there. Returns the `BenchReport`; a backend that fails is
+    reported in its rows. Raises UsageError for a missing file, an unknown backend or a taken `out_dir`.
+    """
+    from catalyst_deploy.bench.harness import BenchOptions, run_benchmark
+    from catalyst_deploy.bench.report import write_bench_files
+    from catalyst_deploy.rundir import claim_run_folder
+
+    options = options or BenchOptions()
+    if baseline is None and isinstance(pruned, (str, Path)) and Path(pruned).is_dir():
+        pruned, baseline, options = _run_folder_pair(Path(pruned), options)
+    folder = None
+    if out_dir is not None:
+        inputs = [p for p in (pruned, baseline) if isinstance(p, (str, Path))]
+        folder = claim_run_folder(out_dir, inputs=inputs, overwrite=overwrite, kind="bench")
+    try:
+        report = run_benchmark(pruned, baseline, options, progress=progress)
+        if folder is not None:
+            write_bench_files(report, folder.path, folder)
+    except BaseException:
+        if folder is not None:
+            folder.discard(keep_checkpoints=False)
+        raise
+    if folder is not None:
+        folder.finish()
+    return report
+
+
 def env_report() -> dict:
-    """Versions, CUDA devices, ONNX Runtime providers, and which exporters and benchmark backends are
-    usable on this machine (with the reason when not)."""
+    """Versions, CPU and its ISA flags, CUDA devices, ONNX Runtime providers, and which formats and
+    benchmark backends are usable on this machine (with the reason when not)."""
     from catalyst_deploy.bench.environment import environment_report
 
     return environment_report()
+
+
+def _run_folder_model(model):
+    """A run folder stands for its pruned.pt."""
+    if isinstance(model, (str, Path)) and Path(model).is_dir() and (Path(model) / "pruned.pt").is_file():
+        return Path(model) / "pruned.pt"
+    return model
+
+
+def _run_folder_pair(folder: Path, options):
+    """(pruned, dense, options) for a run folder: its exported ONNX files when there, else pruned.pt against
+    the source model; the input shape from its model.json."""
+    import dataclasses
+
+    from catalyst_deploy.outputs import read_model_meta
+
+    meta = read_model_meta(folder)
+    if meta is None:
+        raise UsageError(f"{folder} is not a prune run folder (no model.json): pass model files instead")
+    if options.input_shape is None:
+        options = dataclasses.replace(options, input_shape=tuple(meta["input_shape"][1:]))
+    for stem_pruned, stem_dense in (("model.onnx", "dense.onnx"), ("model.engine", "dense.engine"),
+                                    ("model.pt", "dense.pt")):
+        if (folder / stem_pruned).is_file() and (folder / stem_dense).is_file():
+            return folder / stem_pruned, folder / stem_dense, options
+    from catalyst_deploy.models import load_model
+
+    dense = load_model(meta["source_model"], num_classes=meta["num_classes"], in_channels=meta["channels"])
+    return folder / "pruned.pt", dense, dataclasses.replace(options, trust_pickle=options.trust_pickle)
 
 
 def _module_of(model, trust_pickle: bool):

@@ -1,23 +1,122 @@
-"""Run settings: one frozen dataclass per run, filled from a recipe (YAML) plus command-line overrides.
+"""Run settings: frozen dataclasses filled from a recipe (YAML) plus overrides, validated in one place.
 
-Defaults live here and nowhere else (STYLE.md 6).
+Defaults live here and nowhere else: the CLI's help text reads them (`default_text`), recipes and the
+Python API go through the same `load_config`, and `validate` checks types, ranges and finiteness for all
+three. Importing this module loads no torch.
 
     cfg = load_config("fashion-mnist", model="zoo:small_resnet", target_flops="0.5")
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from catalyst_deploy.catalyst.controller import CatalystSettings
 from catalyst_deploy.errors import UsageError, did_you_mean
+from catalyst_deploy.settings import build, default_text as _default_text, setting
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
 _UNITS = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+
+
+@dataclass(frozen=True)
+class CatalystSettings:
+    """Knobs of Catalyst's schedule (docs/method.md says what each does and why it has its value). Step sizes
+    are proximal steps per optimizer step (eta*lambda at the base learning rate)."""
+
+    c0: float = setting(1.05, "c = d/|s| of every channel at the start (> 1: each must be defended)", lo=1.0)
+    step0: float = setting(0.002, "initial proximal step eta*lambda", lo=0.0, lo_open=True)
+    step_max: float = setting(0.2, "proximal step reached at the deadline", lo=0.0, lo_open=True)
+    gate_lr: float = setting(1.0, "learning rate of the gates, as a multiple of --lr", lo=0.0, lo_open=True)
+    check_every: int = setting(5, "optimizer steps between two looks at the channels", lo=1)
+    settle: float = setting(1.0, "once the collapsed channels cover the target, wait until at most this share of "
+                                 "channels is undecided (1: freeze at once; waiting overshoots, docs/method.md)",
+                            lo=0.0, hi=1.0)
+    deadline: float = setting(0.6, "freeze at the latest after this share of the regularized phase", lo=0.0,
+                              hi=1.0, lo_open=True)
+    cost_aware: bool = setting(True, "weigh each channel's penalty by the MACs its removal saves")
+    restore: bool = setting(False, "give kept channels back their full scale at the freeze (measured harmful: "
+                                   "BN scales grew to make up for the shrunk gates)")
+    freeze_step: float = setting(0.2, "proximal step that drives channels added at the freeze to zero", lo=0.0,
+                                 hi=1.0, lo_open=True, hi_open=True)
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """`--export` and its options; None: the format's own default (catalyst_deploy.exporters)."""
+
+    formats: tuple[str, ...] = setting((), "formats to export the pruned model to")
+    opset: int | None = setting(None, "ONNX opset", lo=7)
+    precision: str | None = setting(None, "TensorRT precision", choices=("fp32", "fp16", "int8"))
+    max_batch: int | None = setting(None, "largest batch of the TensorRT profile", lo=1)
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """`--bench`: dense against pruned latency after the export."""
+
+    enabled: bool = setting(False, "benchmark dense vs pruned latency")
+    batches: tuple[int, ...] = setting((1, 8), "batch sizes")
+    threads: int | None = setting(None, "ONNX Runtime / torch CPU threads (None: the runtime's)", lo=1)
+    min_time_s: float = setting(1.0, "least seconds of timed runs per model and batch", lo=0.0)
+    min_runs: int = setting(20, "least timed runs per model and batch", lo=1)
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """Everything a `prune` run needs. See recipes/*.yaml for per-family values."""
+
+    model: str = setting("", "file.pt, torchvision:NAME, timm:NAME, zoo:NAME or pkg.module:factory")
+    data: str = setting("demo", "dataset spec")
+    target_flops: str = setting("0.5", "share of the dense MACs to keep at most (0.5), or a MAC budget (2.0G)")
+    method: str = setting("catalyst", "pruning method")
+    out: Path | None = setting(None, "output folder (None: the first free runs/prune, runs/prune-2, ...)")
+    overwrite: bool = setting(False, "replace an earlier run of this tool in `out`")
+    resume: bool = setting(False, "continue the interrupted run in `out` from its last checkpoint")
+    weights: str | None = setting(None, "state dict file to load into the model")
+    trust_pickle: bool = setting(False, "allow model files that need classes outside the allowlist")
+    input_shape: tuple[int, ...] | None = setting(None, "N,C,H,W of the example input (None: from the data)")
+    ignore: tuple[str, ...] = setting((), "module names whose channels stay whole")
+    round_to: int | None = setting(8, "keep channel counts multiples of this", lo=1)
+    max_layer_ratio: float = setting(0.9, "remove at most this share of any group's channels", lo=0.0, hi=1.0,
+                                     lo_open=True, hi_open=True)
+    pretrain_epochs: float = setting(0.0, "dense training before pruning", lo=0.0)
+    pretrain_lr: float = setting(0.1, "learning rate of the dense training", lo=0.0, lo_open=True)
+    reg_epochs: float = setting(2.0, "epochs of the regularized phase (plain fine-tuning for one-shot methods)",
+                                lo=0.0)
+    recover_epochs: float = setting(2.0, "epochs of recovery fine-tuning after the cut", lo=0.0)
+    lr: float = setting(0.01, "learning rate", lo=0.0, lo_open=True)
+    momentum: float = setting(0.9, "SGD momentum", lo=0.0, hi=1.0, hi_open=True)
+    weight_decay: float = setting(5e-4, "weight decay", lo=0.0)
+    batch_size: int = setting(128, "batch size", lo=1)
+    steps_per_epoch: int | None = setting(None, "cap steps per epoch (quick runs)", lo=1)
+    train_limit: int | None = setting(None, "train on a fixed subset of this many images", lo=1)
+    test_limit: int | None = setting(None, "evaluate on a fixed subset of this many images", lo=1)
+    val_size: int = setting(0, "hold this many training images out as a validation split", lo=0)
+    workers: int = setting(0, "data loader worker processes", lo=0)
+    threads: int | None = setting(None, "torch CPU threads (None: one per core)", lo=1)
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N")
+    amp: bool = setting(True, "mixed precision on CUDA")
+    seed: int = setting(0, "random seed", lo=0)
+    reg_strength: float | None = setting(None, "penalty strength of group-lasso / slimming (None: 1e-4)", lo=0.0)
+    latency_aware: str | None = setting(None, "weigh layers by measured latency per MAC on this backend")
+    latency_alpha: float = setting(2.0, "exponent of the latency weights", lo=0.0)
+    checkpoint_every: int = setting(200, "optimizer steps between checkpoints (0: phase ends only)", lo=0)
+    record_every: int = setting(0, "keep c of every channel every N steps (0: never)", lo=0)
+    catalyst: CatalystSettings = setting(None, "Catalyst's schedule", factory=CatalystSettings)
+    export: ExportSettings = setting(None, "export after the cut", factory=ExportSettings)
+    bench: BenchSettings = setting(None, "benchmark after the export", factory=BenchSettings)
+
+    @property
+    def target(self) -> FlopsTarget:
+        return parse_flops_target(self.target_flops)
+
+
+SECTIONS = {"catalyst": CatalystSettings, "export": ExportSettings, "bench": BenchSettings}
+# flat names the CLI uses for settings that live in a section
+FLAT_ALIASES = {"bench_batches": ("bench", "batches"), "export_formats": ("export", "formats")}
 
 
 @dataclass(frozen=True)
@@ -31,15 +130,15 @@ class FlopsTarget:
         return self.fraction * dense_macs if self.fraction is not None else float(self.absolute)
 
     def __str__(self) -> str:
-        return f"{self.fraction:g}" if self.fraction is not None else f"{self.absolute / 1e9:g}G"
+        return f"{self.fraction:g}" if self.fraction is not None else f"{self.absolute / 1e9:g}G MACs"
 
 
 def parse_flops_target(text: str | float) -> FlopsTarget:
-    """'0.5' -> half the dense MACs; '2.0G' / '350M' -> an absolute budget. UsageError otherwise."""
+    """'0.5' -> half the dense MACs; '2.0G' / '350M' -> an absolute MAC budget. UsageError otherwise."""
     s = str(text).strip()
     m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([KMGT]?)", s, flags=re.IGNORECASE)
     if not m:
-        raise UsageError(f"--target-flops {s!r} is not a number: use a share such as 0.5 or a budget such as 2.0G")
+        raise UsageError(f"--target-flops {s!r} is not a number: use a share such as 0.5 or a MAC budget such as 2.0G")
     value, unit = float(m.group(1)), m.group(2).upper()
     if unit:
         if value <= 0:
@@ -47,66 +146,23 @@ def parse_flops_target(text: str | float) -> FlopsTarget:
         return FlopsTarget(absolute=value * _UNITS[unit])
     if not 0 < value < 1:
         raise UsageError(f"--target-flops {s!r} must be a share strictly between 0 and 1 (e.g. 0.5), "
-                         "or an absolute budget with a unit (e.g. 2.0G)")
+                         "or an absolute MAC budget with a unit (e.g. 2.0G)")
     return FlopsTarget(fraction=value)
 
 
-def parse_shape(text: str | tuple | None) -> tuple[int, ...] | None:
-    """'1,3,224,224' -> (1, 3, 224, 224)."""
-    if text is None or isinstance(text, tuple):
-        return text
+def parse_int_tuple(text, option: str, length: int | None = None) -> tuple[int, ...] | None:
+    """'1,3,224,224' (or a sequence) -> (1, 3, 224, 224); UsageError for anything else."""
+    if text is None or text == "":
+        return None
+    parts = str(text).replace("x", ",").split(",") if isinstance(text, str) else list(text)
     try:
-        shape = tuple(int(v) for v in str(text).replace("x", ",").split(","))
-    except ValueError:
-        raise UsageError(f"--input-shape {text!r} must be comma-separated integers, e.g. 1,3,224,224") from None
-    if len(shape) != 4 or min(shape) < 1:
-        raise UsageError(f"--input-shape {text!r} must be N,C,H,W with positive sizes, e.g. 1,3,224,224")
-    return shape
-
-
-@dataclass(frozen=True)
-class PruneConfig:
-    """Everything a `prune` run needs. See recipes/*.yaml for per-family values."""
-
-    model: str
-    data: str = "demo"
-    target_flops: str = "0.5"
-    method: str = "catalyst"
-    out: Path | None = None  # None: the first free runs/prune, runs/prune-2, ...
-    overwrite: bool = False  # replace an earlier run of this tool in `out` (never other files)
-    weights: str | None = None
-    trust_pickle: bool = False
-    input_shape: tuple[int, ...] | None = None  # N,C,H,W of the example input; default from the data
-    ignore: tuple[str, ...] = ()
-    round_to: int | None = 8
-    max_layer_ratio: float = 0.9  # at most this share of any group's channels is removed
-    pretrain_epochs: float = 0.0  # dense training before pruning (the demo starts from scratch)
-    pretrain_lr: float = 0.1
-    reg_epochs: float = 2.0  # regularized phase (Catalyst / group lasso / slimming; plain fine-tuning otherwise)
-    recover_epochs: float = 2.0
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 128
-    steps_per_epoch: int | None = None  # cap for quick runs
-    train_limit: int | None = None
-    test_limit: int | None = None
-    workers: int = 0
-    threads: int | None = None  # torch CPU threads (None: torch's default, one per core)
-    device: str = "auto"
-    amp: bool = True
-    seed: int = 0
-    catalyst: CatalystSettings = field(default_factory=CatalystSettings)
-    export: tuple[str, ...] = ()
-    bench: bool = False
-    bench_batches: tuple[int, ...] = (1, 8)
-    latency_aware: str | None = None  # a bench backend (ort-cpu): weigh channel groups by measured ms per MAC
-    latency_alpha: float = 2.0
-    record_every: int = 0  # >0: keep c of every channel every N steps (bifurcation trajectories)
-
-    @property
-    def target(self) -> FlopsTarget:
-        return parse_flops_target(self.target_flops)
+        values = tuple(int(v) for v in parts)
+    except (TypeError, ValueError):
+        raise UsageError(f"{option} takes comma-separated integers, e.g. 1,3,224,224; got {text!r}") from None
+    if (length and len(values) != length) or not values or min(values) < 1:
+        want = f"{length} " if length else ""
+        raise UsageError(f"{option} must be {want}positive integers, e.g. 1,3,224,224; got {text!r}")
+    return values
 
 
 def list_recipes() -> list[str]:
@@ -114,16 +170,19 @@ def list_recipes() -> list[str]:
 
 
 def read_recipe(name_or_path: str) -> dict[str, Any]:
-    """Recipe values from recipes/NAME.yaml or a YAML file path."""
+    """Recipe values from recipes/NAME.yaml or a YAML file path; UsageError when missing or not a mapping."""
     import yaml
 
     path = Path(name_or_path)
     if not path.suffix:
         path = RECIPE_DIR / f"{name_or_path}.yaml"
-    if not path.exists():
+    if not path.is_file():
         raise UsageError(f"recipe {name_or_path!r} not found{did_you_mean(name_or_path, list_recipes())}; "
                          f"bundled recipes: {', '.join(list_recipes())}")
-    values = yaml.safe_load(path.read_text()) or {}
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as err:
+        raise UsageError(f"recipe {path} is not readable YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(values, dict):
         raise UsageError(f"recipe {path} must be a mapping of setting: value")
     return values
@@ -132,58 +191,46 @@ def read_recipe(name_or_path: str) -> dict[str, Any]:
 def load_config(recipe: str | None = None, **overrides: Any) -> PruneConfig:
     """A PruneConfig from a recipe plus overrides (None overrides are ignored); validates everything."""
     values = read_recipe(recipe) if recipe else {}
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    fields = {f.name for f in dataclasses.fields(PruneConfig)}
-    unknown = [k for k in values if k not in fields]
-    if unknown:
-        raise UsageError(f"unknown setting {unknown[0]!r}{did_you_mean(unknown[0], fields)}")
-    cat = values.pop("catalyst", None) or {}
-    if isinstance(cat, dict):
-        known = {f.name for f in dataclasses.fields(CatalystSettings)}
-        bad = [k for k in cat if k not in known]
-        if bad:
-            raise UsageError(f"unknown catalyst setting {bad[0]!r}{did_you_mean(bad[0], known)}")
-        cat = CatalystSettings(**cat)
-    values["catalyst"] = cat
-    for key in ("ignore", "export", "bench_batches"):
-        if isinstance(values.get(key), str):
-            values[key] = tuple(v for v in values[key].split(",") if v)
-        elif values.get(key) is not None:
-            values[key] = tuple(values[key])
-    if "bench_batches" in values:
-        try:
-            values["bench_batches"] = tuple(int(b) for b in values["bench_batches"])
-        except ValueError:
-            raise UsageError("--bench-batch must be comma-separated integers, e.g. 1,8") from None
-    if "out" in values:
-        values["out"] = Path(values["out"])
-    values["input_shape"] = parse_shape(values.get("input_shape"))
-    if "model" not in values:
+    given = {k: v for k, v in overrides.items() if v is not None}
+    sections = {name: dict(values.pop(name, None) or {}) for name in SECTIONS}
+    for name, section in list(sections.items()):
+        if not isinstance(section, dict):
+            raise UsageError(f"setting {name!r} must be a mapping of its own settings")
+    for key, value in list(given.items()):
+        if key in FLAT_ALIASES:
+            section, name = FLAT_ALIASES[key]
+            sections[section][name] = given.pop(key)
+        elif key in ("export", "bench") and not isinstance(value, dict):  # --export onnx,trt / --bench
+            sections[key]["formats" if key == "export" else "enabled"] = given.pop(key)
+        elif key in SECTIONS and not isinstance(value, dict):
+            raise UsageError(f"setting {key!r} must be a mapping of its own settings, got {value!r}")
+        elif key in SECTIONS:
+            sections[key].update(given.pop(key))
+    values.update(given)
+    built = {name: build(cls, sections[name], f"{name}.") for name, cls in SECTIONS.items()}
+    cfg = build(PruneConfig, {**values, **built})
+    if not cfg.model:
         raise UsageError("no model given: pass a model spec (file.pt, torchvision:NAME, pkg.mod:factory)")
-    cfg = PruneConfig(**values)
-    _validate(cfg)
+    _check_names(cfg)
     return cfg
 
 
-def _validate(cfg: PruneConfig) -> None:
-    cfg.target  # parses target_flops
-    from catalyst_deploy.catalyst import METHODS
-
-    if cfg.method not in METHODS:
-        raise UsageError(f"unknown method {cfg.method!r}{did_you_mean(cfg.method, METHODS)}; "
-                         f"choose from {', '.join(METHODS)}")
-    if cfg.round_to is not None and cfg.round_to < 1:
-        raise UsageError("--round-to must be >= 1")
-    if not 0 < cfg.max_layer_ratio < 1:
-        raise UsageError("--max-layer-ratio must be strictly between 0 and 1")
-    if cfg.lr <= 0 or cfg.batch_size < 1:
-        raise UsageError("--lr must be > 0 and --batch-size >= 1")
-    if min(cfg.reg_epochs, cfg.recover_epochs, cfg.pretrain_epochs) < 0:
-        raise UsageError("epoch counts must be >= 0")
+def _check_names(cfg: PruneConfig) -> None:
+    """The settings that name things: target, method, formats, backend, shape (all without torch)."""
     from catalyst_deploy.bench.backends import get_backend
-    from catalyst_deploy.exporters import get_exporter
+    from catalyst_deploy.formats import get_format
+    from catalyst_deploy.methods import get_method
 
-    for fmt in cfg.export:
-        get_exporter(fmt)  # UsageError with a suggestion for a mistyped format
+    cfg.target  # parses target_flops
+    get_method(cfg.method)
+    for fmt in cfg.export.formats:
+        get_format(fmt)  # UsageError with a suggestion for a mistyped format
     if cfg.latency_aware:
         get_backend(cfg.latency_aware)
+    if cfg.input_shape is not None and len(cfg.input_shape) != 4:
+        raise UsageError(f"--input-shape must be N,C,H,W, e.g. 1,3,224,224; got {','.join(map(str, cfg.input_shape))}")
+
+
+def default_text(name: str, cls=None) -> str:
+    """A setting's default as the CLI help shows it (defaults live in the dataclasses, once)."""
+    return _default_text(name, cls or PruneConfig)

@@ -6,35 +6,34 @@
     load_model("zoo:small_resnet", in_channels=1)           # catalyst_deploy.zoo:small_resnet
     load_model("my_pkg.nets:build", num_classes=100)        # any importable factory
 
-Pickled files are read with ``weights_only=True`` against an allowlist of the module classes of
-torch.nn, torchvision, timm (when installed) and :mod:`catalyst_deploy.zoo`; anything else needs
+Pickled files (models and weights) are read by :mod:`catalyst_deploy.safe_load`, with
+``weights_only=True`` against a narrow allowlist of module classes (see there); anything else needs
 ``trust_pickle=True``, which runs code from the file. Weights are never downloaded.
 """
 
 from __future__ import annotations
 
-import functools
 import inspect
-import logging
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from catalyst_deploy.errors import MissingDependency, UsageError, did_you_mean
+from catalyst_deploy.errors import CatalystDeployError, MissingDependency, UsageError, did_you_mean
+from catalyst_deploy.safe_load import _few, load_checkpoint, load_model_file, safe_globals, safe_module_classes
 
 if TYPE_CHECKING:
     from torch import nn
 
-log = logging.getLogger(__name__)
+__all__ = [  # load_model_file, safe_globals and safe_module_classes live in safe_load, re-exported here
+    "build_from_factory", "build_timm_model", "build_torchvision_model", "load_model", "load_model_file",
+    "load_weights", "model_input_channels", "safe_globals", "safe_module_classes", "save_model",
+]
 
 ACCEPTED_SPECS = (
     "a file saved with torch.save(model) (e.g. model.pt), torchvision:NAME, timm:NAME, "
     "zoo:NAME, or package.module:factory"
 )
 MODEL_FILE_SUFFIXES = (".pt", ".pth", ".pkl", ".ckpt", ".bin")
-# Packages whose nn.Module classes may be unpickled without --trust-pickle (walked recursively).
-SAFE_MODULE_PACKAGES = ("torch.nn", "torchvision.models", "torchvision.ops", "catalyst_deploy.zoo")
-OPTIONAL_SAFE_MODULE_PACKAGES = ("timm",)
 ZOO_MODULE = "catalyst_deploy.zoo"
 
 
@@ -57,7 +56,7 @@ def load_model(
     """
     model = _build_model(spec, trust_pickle=trust_pickle, num_classes=num_classes, in_channels=in_channels)
     if weights is not None:
-        load_weights(model, weights, trust_pickle=trust_pickle)
+        load_weights(model, weights, trust_pickle=trust_pickle, num_classes=num_classes)
     return model.to("cpu").eval()
 
 
@@ -133,14 +132,33 @@ def build_from_factory(
 ) -> nn.Module:
     """Import ``module_name`` and call ``factory_name``, passing num_classes/in_channels when it accepts them.
 
-    Raises UsageError when the module or the factory does not exist or the factory returns no nn.Module.
+    Raises UsageError when the module does not exist or fails to import, when the factory does not
+    exist or raises, or when it returns no nn.Module; each as one line naming the spec.
     """
-    import importlib
-
     from torch import nn
 
+    module = _import_factory_module(module_name, factory_name)
+    factory = getattr(module, factory_name, None)
+    if not callable(factory):
+        public = getattr(module, "__all__", None) or [n for n, v in vars(module).items() if callable(v)]
+        raise UsageError(f"{module_name} has no factory {factory_name!r}{did_you_mean(factory_name, public)}")
     try:
-        module = importlib.import_module(module_name)
+        model = factory(**_accepted_kwargs(factory, num_classes=num_classes, in_channels=in_channels))
+    except CatalystDeployError:
+        raise  # already one line for the user
+    except Exception as err:  # the user's code: its error, in one line, is the message
+        raise UsageError(f"model factory {module_name}:{factory_name} raised {_one_line(err)}") from err
+    if not isinstance(model, nn.Module):
+        raise UsageError(f"{module_name}:{factory_name} returned {type(model).__name__}, not a torch nn.Module")
+    return model
+
+
+def _import_factory_module(module_name: str, factory_name: str):
+    """``importlib.import_module(module_name)``; UsageError when it is missing or fails to import."""
+    import importlib
+
+    try:
+        return importlib.import_module(module_name)
     except ModuleNotFoundError as err:
         if err.name and (module_name == err.name or module_name.startswith(err.name + ".")):
             hint = did_you_mean(module_name, ("torchvision", "timm", "zoo"))
@@ -148,15 +166,18 @@ def build_from_factory(
                 f"unknown model spec '{module_name}:{factory_name}': no module named {err.name!r}{hint}; "
                 f"expected {ACCEPTED_SPECS}"
             ) from None
-        raise
-    factory = getattr(module, factory_name, None)
-    if not callable(factory):
-        public = getattr(module, "__all__", None) or [n for n, v in vars(module).items() if callable(v)]
-        raise UsageError(f"{module_name} has no factory {factory_name!r}{did_you_mean(factory_name, public)}")
-    model = factory(**_accepted_kwargs(factory, num_classes=num_classes, in_channels=in_channels))
-    if not isinstance(model, nn.Module):
-        raise UsageError(f"{module_name}:{factory_name} returned {type(model).__name__}, not a torch nn.Module")
-    return model
+        failure = err  # the module exists but imports one that does not
+    except Exception as err:  # noqa: BLE001 - a SyntaxError or any error raised while the module runs
+        failure = err
+    raise UsageError(
+        f"model spec '{module_name}:{factory_name}': importing {module_name} failed: {_one_line(failure)}"
+    ) from failure
+
+
+def _one_line(err: BaseException) -> str:
+    """'ValueError: first line of the message'."""
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
 
 
 def _accepted_kwargs(factory, **kwargs: Any) -> dict[str, Any]:
@@ -171,184 +192,26 @@ def _accepted_kwargs(factory, **kwargs: Any) -> dict[str, Any]:
     return {k: v for k, v in given.items() if k in params}
 
 
-# ---- whole-module files --------------------------------------------------------------------------
-
-
-def load_model_file(path: str | Path, *, trust_pickle: bool = False) -> nn.Module:
-    """Load a module saved with ``torch.save(model)``.
-
-    Without ``trust_pickle`` only allowlisted classes (see :func:`safe_module_classes`) may be in
-    the file. Raises UsageError when the file is missing, unreadable, holds a state dict or a
-    TorchScript program rather than a module, or needs classes beyond the allowlist.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"model file not found: {path}")
-    if trust_pickle:
-        log.warning("--trust-pickle: loading %s with weights_only=False runs any code the file contains", path)
-        obj = _torch_load(path, weights_only=False)
-    else:
-        _refuse_unsafe_globals(path)
-        obj = _torch_load(path, weights_only=True)
-    return _module_from_checkpoint(obj, path)
-
-
-def _refuse_unsafe_globals(path: Path) -> None:
-    """Raise UsageError listing the globals the file needs beyond the allowlist (if it can tell)."""
-    import torch
-
-    try:
-        needed = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    except ValueError as err:
-        if "torchscript" in str(err).lower():
-            raise UsageError(
-                f"{path} holds a TorchScript program, not an eager model: pass the file saved with "
-                "torch.save(model), or the architecture as the spec with --weights"
-            ) from None
-        return  # not a zip checkpoint (legacy format or junk): the weights_only load decides
-    unsafe = sorted(set(needed) - safe_global_names())
-    if unsafe:
-        raise _needs_trust_pickle(path, unsafe)
-
-
-def _needs_trust_pickle(path: Path, unsafe: list[str]) -> UsageError:
-    return UsageError(
-        f"{path} needs classes outside torch/torchvision/timm/catalyst_deploy.zoo to load ({_few(unsafe, 6)}); "
-        "if you trust the file, pass --trust-pickle (it runs code from the file)"
-    )
-
-
-def _torch_load(path: Path, *, weights_only: bool) -> Any:
-    """torch.load on the CPU under the allowlist; unreadable files become UsageError."""
-    import pickle
-
-    import torch
-
-    try:
-        with torch.serialization.safe_globals(safe_globals()):
-            return torch.load(path, map_location="cpu", weights_only=weights_only)
-    except pickle.UnpicklingError as err:
-        unsafe = re.findall(r"GLOBAL ([\w.]+) was not an allowed global", str(err))
-        if unsafe:
-            raise _needs_trust_pickle(path, unsafe) from None
-        if "persistent_load" in str(err):  # torch.save(..., _use_new_zipfile_serialization=False)
-            raise UsageError(
-                f"{path} is in torch's legacy (non-zip) format, which only --trust-pickle can read "
-                "(it runs code from the file); or re-save it with torch.save(model)"
-            ) from None
-        raise UsageError(f"cannot read {path} with torch.load: {_first_line(err)}") from None
-    except (AttributeError, ImportError) as err:  # only with weights_only=False: a class it cannot find
-        raise UsageError(
-            f"{path} pickles a class that cannot be imported here ({_first_line(err)}): make its module "
-            "importable, or save a state_dict and pass package.module:factory --weights FILE"
-        ) from None
-    except (RuntimeError, KeyError, EOFError, OSError, ValueError) as err:
-        raise UsageError(f"cannot read {path} with torch.load: {_first_line(err)}") from None
-
-
-def _few(names: list[str], shown: int = 4) -> str:
-    """'a, b, c, d and 7 more'."""
-    more = f" and {len(names) - shown} more" if len(names) > shown else ""
-    return ", ".join(names[:shown]) + more
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
-def _module_from_checkpoint(obj: Any, path: Path) -> nn.Module:
-    """The nn.Module in a loaded file: the object itself or a checkpoint dict's ``model`` entry."""
-    from torch import nn
-
-    if isinstance(obj, nn.Module):
-        return obj
-    if isinstance(obj, dict) and isinstance(obj.get("model"), nn.Module):
-        return obj["model"]
-    if isinstance(obj, dict):
-        raise UsageError(
-            f"{path} holds a state_dict, not a model: pass the architecture as the spec, "
-            f"e.g. torchvision:resnet18 --weights {path}"
-        )
-    raise UsageError(f"{path} holds a {type(obj).__name__}, not a torch nn.Module")
-
-
-@functools.cache
-def safe_module_classes() -> tuple[type, ...]:
-    """Every nn.Module subclass defined in :data:`SAFE_MODULE_PACKAGES` (and timm, when installed).
-
-    Found by importing each package's submodules; the result is cached.
-    """
-    import importlib.util
-
-    roots = list(SAFE_MODULE_PACKAGES)
-    roots += [name for name in OPTIONAL_SAFE_MODULE_PACKAGES if importlib.util.find_spec(name) is not None]
-    classes: set[type] = set()
-    for root in roots:
-        classes.update(_module_classes_under(root))
-    return tuple(sorted(classes, key=_global_name))
-
-
-def _module_classes_under(package_name: str) -> set[type]:
-    """nn.Module subclasses found in ``package_name`` and all its importable submodules."""
-    import importlib
-    import pkgutil
-    import warnings
-
-    from torch import nn
-
-    package = importlib.import_module(package_name)
-    modules = [package]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # deprecated torch.nn.quantized aliases and the like
-        for info in pkgutil.walk_packages(getattr(package, "__path__", []), package_name + ".", onerror=lambda _: None):
-            try:
-                modules.append(importlib.import_module(info.name))
-            except Exception:  # noqa: BLE001 - a submodule with a missing optional dependency
-                continue
-    return {
-        value
-        for module in modules
-        for value in vars(module).values()
-        if isinstance(value, type) and issubclass(value, nn.Module)
-    }
-
-
-def safe_globals() -> list:
-    """The allowlist handed to ``torch.serialization.safe_globals``.
-
-    Module classes plus ``functools.partial``, which torchvision's ViT/Swin/ConvNeXt keep as a
-    ``norm_layer`` attribute; unpickling a partial only wraps an already-allowlisted callable.
-    """
-    return [*safe_module_classes(), functools.partial]
-
-
-@functools.cache
-def safe_global_names() -> frozenset[str]:
-    """Dotted names of :func:`safe_globals`, as ``get_unsafe_globals_in_checkpoint`` reports them."""
-    return frozenset(_global_name(obj) for obj in safe_globals())
-
-
-def _global_name(obj: Any) -> str:
-    return f"{obj.__module__}.{obj.__qualname__}"
-
-
 # ---- weights, channels, saving -------------------------------------------------------------------
 
 
-def load_weights(model: nn.Module, path: str | Path, *, trust_pickle: bool = False) -> None:
+def load_weights(
+    model: nn.Module, path: str | Path, *, trust_pickle: bool = False, num_classes: int | None = None
+) -> None:
     """Load a state dict file into ``model`` in place.
 
     Accepts a raw state dict, a dict holding one under ``state_dict`` or ``model``, or a whole
     saved module (its state dict is used); strips the ``module.`` (DDP) and ``_orig_mod.``
-    (torch.compile) prefixes. The file is read with ``weights_only=True`` unless ``trust_pickle``.
+    (torch.compile) prefixes. The file is read under the allowlist unless ``trust_pickle`` (see
+    :mod:`catalyst_deploy.safe_load`). ``num_classes``, when given, is the class count the model was
+    built for (the dataset's), named in the hint when only the classifier does not fit.
     Raises UsageError when the file is missing or unreadable, or its keys or shapes do not match.
     """
     path = Path(path).expanduser()
     if not path.is_file():
         raise UsageError(f"weights file not found: {path}")
-    state = _state_dict_from_checkpoint(_torch_load(path, weights_only=not trust_pickle), path)
-    mismatch = _describe_state_dict_mismatch(model.state_dict(), state)
+    state = _state_dict_from_checkpoint(load_checkpoint(path, trust_pickle=trust_pickle), path)
+    mismatch = _describe_state_dict_mismatch(model.state_dict(), state, num_classes)
     if mismatch:
         raise UsageError(f"{path} does not fit the model: {mismatch}")
     model.load_state_dict(state)
@@ -380,7 +243,7 @@ def _strip_wrapper_prefixes(state: dict) -> dict:
     return state
 
 
-def _describe_state_dict_mismatch(expected: dict, given: dict) -> str:
+def _describe_state_dict_mismatch(expected: dict, given: dict, num_classes: int | None = None) -> str:
     """'' when ``given`` fits ``expected`` key for key and shape for shape, else what differs (a few names each)."""
     missing = [k for k in expected if k not in given]
     unexpected = [k for k in given if k not in expected]
@@ -392,8 +255,15 @@ def _describe_state_dict_mismatch(expected: dict, given: dict) -> str:
         parts.append(f"{key} is {tuple(given[key].shape)} in the file, {tuple(expected[key].shape)} in the model")
         head = next(reversed(expected)).rpartition(".")[0]  # the last layer: usually the classifier
         if not missing and not unexpected and all(k.startswith(head + ".") for k in resized):
-            parts.append("is --num-classes right?")
+            parts.append(_head_hint(given[key].shape[0], expected[key].shape[0], num_classes))
     return "; ".join(parts)
+
+
+def _head_hint(in_file: int, in_model: int, num_classes: int | None) -> str:
+    """Why only the classifier differs. ``prune`` has no --num-classes: the count comes from the dataset."""
+    data = f": the dataset has {num_classes} classes" if num_classes == in_model else ""
+    return (f"the classifier has {in_file} outputs in the file and {in_model} in the model{data}; pass weights "
+            "trained on the same classes, or a model spec whose head matches")
 
 
 def model_input_channels(model: nn.Module) -> int | None:

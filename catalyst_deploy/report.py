@@ -1,73 +1,94 @@
-"""Run reports: report.json (everything, for machines), report.md (the summary a person reads), and the
-bifurcation histogram of log c at the cut."""
+"""What a `prune` run returns and writes to report.json: a typed, versioned record (schema below).
+
+report.json (schema "catalyst-deploy/prune-report/1"; keys are stable, null where not applicable):
+
+    schema, created_utc, out, device, input_shape
+    config          every setting of the run (config.PruneConfig as JSON)
+    accuracy        top-1 % on the test split: dense, after_regularization, after_surgery, final
+    val_accuracy    the same on the held-out validation split (null without val_size)
+    macs, params    {dense, pruned, ratio} (MACs as torch-pruning counts them)
+    channels        {removed, total, pruned: [global channel indices]}
+    steps           optimizer steps per phase: {pretrain, regularize, recover}
+    seconds         wall time per phase and in total
+    catalyst        the split at the freeze (margin, decided share, ...), lambda and controller traces
+    latency_aware   the group weights when --latency-aware was given
+    exports         per format: {path, max_abs_diff, atol} or {error}
+    latency         bench.json's ratios of the exported files, dense against pruned
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import json
-import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
-
-def write_report(report: dict, out) -> None:
-    """report.json and report.md through `out` (a rundir.RunFolder)."""
-    out.write_text("report.json", json.dumps(report, indent=1, default=str))
-    out.write_text("report.md", report_markdown(report))
+SCHEMA = "catalyst-deploy/prune-report/1"
+ACCURACY_KEYS = ("dense", "after_regularization", "after_surgery", "final")
 
 
-def _fmt_count(n: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.3g}{unit}"
-    return str(int(n))
+@dataclass
+class Counts:
+    dense: int
+    pruned: int
+
+    @property
+    def ratio(self) -> float:
+        return self.pruned / self.dense if self.dense else float("nan")
+
+    def to_dict(self) -> dict:
+        return {"dense": self.dense, "pruned": self.pruned, "ratio": round(self.ratio, 4)}
 
 
-def report_markdown(r: dict) -> str:
-    cfg, acc, sec = r["config"], r["accuracy"], r["seconds"]
-    lines = [
-        f"# catalyst-deploy prune: {cfg['model']} on {cfg['data']}",
-        "",
-        f"Method `{cfg['method']}`, target FLOPs {cfg['target_flops']}, round-to {cfg['round_to']}, "
-        f"device {r.get('device')}, input {r.get('input_shape')}.",
-        "",
-        "| | dense | pruned | ratio |",
-        "|---|---|---|---|",
-        f"| MACs | {_fmt_count(r['macs']['dense'])} | {_fmt_count(r['macs']['pruned'])} | {r['macs']['ratio']:.3f} |",
-        f"| params | {_fmt_count(r['params']['dense'])} | {_fmt_count(r['params']['pruned'])} | {r['params']['ratio']:.3f} |",
-        "",
-        "| accuracy (%) | dense | after regularization | right after surgery | after recovery |",
-        "|---|---|---|---|---|",
-        "| top-1 | {dense} | {after_regularization} | {after_surgery} | {final} |".format(**{k: f"{v:.2f}" for k, v in acc.items()}),
-        "",
-        f"Channels removed: {r['channels_removed']} of {r['channels_total']}.",
-        "",
-        "| phase | seconds |",
-        "|---|---|",
-        *[f"| {k} | {v} |" for k, v in sec.items()],
-    ]
-    cat = r.get("catalyst")
-    if cat:
-        lines += ["", "## Catalyst", "",
-                  f"Prune set frozen at step {cat['frozen_at_step']}"
-                  f"{' (forced by the deadline)' if cat['freeze_forced'] else ''}; "
-                  f"{cat['frozen']} channels frozen, exactly zero at the cut: {cat['frozen_at_zero']}; "
-                  f"{cat['channels_d_zero']} kept channels have d = 0.",
-                  f"Bifurcation margin (min log c pruned - max log c kept): {r.get('bifurcation_margin', 'n/a')}.",
-                  "", "lambda history (step: lambda): " + ", ".join(
-                      f"{s}: {lam:.3g}" for s, lam in _thin(cat["lambda_history"], 12))]
-    if r.get("latency_markdown"):
-        lines += ["", "## Latency", "", r["latency_markdown"]]
-    return "\n".join(lines) + "\n"
+@dataclass
+class PruneReport:
+    config: dict
+    out: str = ""
+    device: str = ""
+    input_shape: list[int] = field(default_factory=list)
+    accuracy: dict[str, float] = field(default_factory=dict)
+    val_accuracy: dict[str, float] | None = None
+    macs: Counts | None = None
+    params: Counts | None = None
+    channels: dict = field(default_factory=dict)
+    steps: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    catalyst: dict | None = None
+    latency_aware: dict | None = None
+    exports: dict[str, dict] = field(default_factory=dict)
+    latency: dict | None = None
+    trajectory: list | None = None  # [step, [log c per channel]] when record_every > 0 (not in report.json)
+
+    def to_dict(self) -> dict:
+        out = {"schema": SCHEMA, "created_utc": _now()}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "trajectory":
+                continue
+            out[f.name] = value.to_dict() if isinstance(value, Counts) else value
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1, default=str)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PruneReport":
+        """A report read back from report.json (unknown keys ignored)."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in fields}
+        for key in ("macs", "params"):
+            if isinstance(values.get(key), dict):
+                values[key] = Counts(values[key]["dense"], values[key]["pruned"])
+        return cls(**values)
 
 
-def _thin(items: list, n: int) -> list:
-    if len(items) <= n:
-        return items
-    stride = math.ceil(len(items) / n)
-    return items[::stride] + [items[-1]]
+def load_report(path: str | Path) -> PruneReport:
+    return PruneReport.from_dict(json.loads(Path(path).read_text()))
 
 
-def bifurcation_margin(log_c: list[float], pruned: list[bool]) -> float | None:
-    """min log c over pruned channels - max log c over kept ones (> 0: a clean split)."""
+def bifurcation_margin(log_c, pruned) -> float | None:
+    """min log c over pruned channels - max log c over kept ones (> 0: the prune set is a clean split)."""
     p = [v for v, m in zip(log_c, pruned) if m]
     k = [v for v, m in zip(log_c, pruned) if not m]
     if not p or not k:
@@ -75,29 +96,5 @@ def bifurcation_margin(log_c: list[float], pruned: list[bool]) -> float | None:
     return min(p) - max(k)
 
 
-def write_bifurcation_png(log_c_freeze: list[float], log_c_cut: list[float], pruned: list[int], path: Path) -> None:
-    """Histograms of log10 c: when the prune set was frozen (the split the task loss made) and at the cut
-    (pruned channels at F = 0, kept ones at d = 0), pruned and kept channels in two colours."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cut = set(pruned)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
-    for ax, values, title in ((axes[0], log_c_freeze, "when the prune set was frozen"),
-                              (axes[1], log_c_cut, "at the cut")):
-        vals = [v / math.log(10) for v in values]
-        lo, hi = min(vals), max(vals)
-        bins = [lo + (hi - lo + 1e-9) * i / 60 for i in range(61)]
-        ax.hist([v for i, v in enumerate(vals) if i in cut], bins=bins, color="#c0392b", alpha=0.8, label="pruned")
-        ax.hist([v for i, v in enumerate(vals) if i not in cut], bins=bins, color="#2e86c1", alpha=0.8, label="kept")
-        ax.axvline(0.0, color="k", lw=0.8, ls="--")
-        ax.set_title(f"log10 c {title}", fontsize=10)
-        ax.set_xlabel("log10(d / ||F||)  (c = 1 dashed; ±21.7: clipped F = 0 / d = 0)", fontsize=8)
-    axes[0].set_ylabel("channels")
-    axes[0].legend(fontsize=8)
-    fig.suptitle("Catalyst bifurcation", fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

@@ -89,6 +89,12 @@ class RunFolder:
         return self.write_with(name, lambda tmp: tmp.write_text(text))
 
     def finish(self, status: str = "done") -> None:
+        """Mark the run `status`; a finished run no longer needs its checkpoints, which are removed."""
+        if status == "done":
+            for name in [f for f in self.files if f.startswith(CHECKPOINTS + "/")]:
+                (self.path / name).unlink(missing_ok=True)
+                self.files.remove(name)
+            _remove_empty_dirs(self.path / CHECKPOINTS)
         self.status = status
         self._write_marker()
 

@@ -1,8 +1,10 @@
-"""Fine-tuning loop shared by every phase: dense pre-training (demo), regularized phase, recovery.
+"""The fine-tuning loop shared by every phase: dense pre-training, the regularized phase, recovery.
 
 CUDA when available (AMP in bf16, or fp16 with a grad scaler; channels_last), CPU otherwise. SGD with
-momentum and a cosine learning rate per phase. A `StepHooks` object sees every step: the pruning method
-adds penalties before the optimizer step and proximal updates after it, with the learning rate used.
+momentum; a cosine learning rate over the phase. A `StepHooks` object sees every step (the pruning
+method adds penalties before the optimizer step and proximal updates after it) and may end the phase
+early. Every phase can be checkpointed and continued at any step: the shuffling is a function of
+(seed, epoch) only (`data.EpochSampler`), and the checkpoint carries the optimizer and RNG states.
 """
 
 from __future__ import annotations
@@ -15,20 +17,27 @@ from typing import Callable, Iterable, Protocol
 import torch
 from torch import nn
 
+from catalyst_deploy.errors import CatalystDeployError
+
+
+class DivergenceError(CatalystDeployError):
+    """A non-finite loss or weight: the run stops, and nothing is written from the diverged model."""
+
 
 class StepHooks(Protocol):
     def before_step(self) -> None: ...
     def after_step(self, lr: float, step: int) -> None: ...
     def status(self) -> dict: ...
+    def done(self) -> bool: ...
 
 
 @dataclass(frozen=True)
 class PhaseSettings:
-    epochs: float
+    steps: int
     lr: float
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    steps_per_epoch: int | None = None  # cap (quick runs); None = the whole loader
+    schedule: str = "cosine"  # or "constant"
 
 
 @dataclass
@@ -37,6 +46,19 @@ class PhaseStats:
     seconds: float
     train_loss: float
     train_acc: float
+
+
+@dataclass
+class PhaseState:
+    """Where a phase stands: what a checkpoint needs to continue it."""
+
+    step: int
+    optimizer: dict | None = None
+
+
+def phase_steps(epochs: float, loader_len: int, steps_per_epoch: int | None = None) -> int:
+    per_epoch = min(loader_len, steps_per_epoch or loader_len)
+    return max(0, int(round(epochs * per_epoch)))
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -86,67 +108,106 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, amp: bool
     return 100.0 * correct / max(total, 1)
 
 
-def cosine_lr(base: float, step: int, total: int) -> float:
-    return 0.5 * base * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
+def scheduled_lr(settings: PhaseSettings, step: int) -> float:
+    if settings.schedule == "constant":
+        return settings.lr
+    return 0.5 * settings.lr * (1.0 + math.cos(math.pi * min(step, settings.steps) / max(settings.steps, 1)))
 
 
-def phase_steps(settings: PhaseSettings, loader_len: int) -> int:
-    per_epoch = min(loader_len, settings.steps_per_epoch or loader_len)
-    return max(0, int(round(settings.epochs * per_epoch)))
+def make_optimizer(model: nn.Module, settings: PhaseSettings, no_decay: Iterable[nn.Parameter] = (),
+                   lr_scales: dict[int, float] | None = None) -> torch.optim.SGD:
+    """SGD with momentum; parameters in `no_decay` train without weight decay; `lr_scales` maps a
+    parameter's id to a multiple of the phase's learning rate."""
+    skip, scales = {id(p) for p in no_decay}, lr_scales or {}
+    groups: dict[tuple[float, float], list] = {}
+    for p in model.parameters():
+        if p.requires_grad:
+            key = (0.0 if id(p) in skip else settings.weight_decay, scales.get(id(p), 1.0))
+            groups.setdefault(key, []).append(p)
+    return torch.optim.SGD([{"params": ps, "weight_decay": wd, "lr_scale": scale} for (wd, scale), ps in groups.items()],
+                           lr=settings.lr, momentum=settings.momentum)
 
 
-def make_optimizer(model: nn.Module, settings: PhaseSettings, no_decay: Iterable[nn.Parameter] = ()) -> torch.optim.SGD:
-    """SGD with momentum; parameters in `no_decay` train without weight decay."""
-    skip = {id(p) for p in no_decay}
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if id(p) not in skip], "weight_decay": settings.weight_decay},
-        {"params": [p for p in params if id(p) in skip], "weight_decay": 0.0},
-    ]
-    return torch.optim.SGD([g for g in groups if g["params"]], lr=settings.lr, momentum=settings.momentum)
+def train_phase(model: nn.Module, loader, device: torch.device, settings: PhaseSettings, *, label: str,
+                hooks: StepHooks | None = None, no_decay: Iterable[nn.Parameter] = (),
+                lr_scales: dict[int, float] | None = None, amp: bool = True, progress: Callable | None = None,
+                state: PhaseState | None = None, checkpoint: Callable[[PhaseState], None] | None = None,
+                checkpoint_every: int = 0, epoch_base: int = 0) -> PhaseStats:
+    """Train `model` for `settings.steps` optimizer steps over `loader` (whose sampler has `set_epoch`).
 
-
-def train_phase(model: nn.Module, loader: Iterable, device: torch.device, settings: PhaseSettings, *,
-                label: str, hooks: StepHooks | None = None, no_decay: Iterable[nn.Parameter] = (),
-                amp: bool = True, progress: Callable | None = None) -> PhaseStats:
-    """Train `model` for `settings.epochs` over `loader` with a cosine LR; returns loss/accuracy/time.
-
-    `progress(label, total)` returns a callable `update(advance, **fields)` (see cli progress); None = silent.
+    `state` continues a checkpointed phase at its step; `checkpoint(state)` is called every
+    `checkpoint_every` steps and at the end. `epoch_base` offsets the shuffling so that phases do not
+    repeat each other's order. `progress(label, total)` returns `update(advance, **fields)`.
+    Raises DivergenceError at the first non-finite loss.
     """
-    total = phase_steps(settings, len(loader))
-    optimizer = make_optimizer(model, settings, no_decay)
+    optimizer = make_optimizer(model, settings, no_decay, lr_scales)
+    step = 0
+    if state is not None:
+        step = state.step
+        if state.optimizer is not None:
+            optimizer.load_state_dict(state.optimizer)
     dtype = amp_dtype(device, amp)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     loss_fn = nn.CrossEntropyLoss()
-    update = progress(label, total) if progress else None
-    step, loss_sum, correct, seen, start = 0, 0.0, 0, 0, time.perf_counter()
+    update = progress(label, settings.steps) if progress else None
+    if update and step:
+        update(step)
+    per_epoch = len(loader)
+    loss_sum, correct, seen, start = 0.0, 0, 0, time.perf_counter()
     model.train()
-    while step < total:
-        for x, y in loader:
-            if step >= total:
-                break
-            lr = cosine_lr(settings.lr, step, total)
+    while step < settings.steps and not (hooks and hooks.done()):
+        epoch, skip = divmod(step, per_epoch)
+        for x, y in _epoch_batches(loader, epoch_base + epoch, skip):
+            lr = scheduled_lr(settings, step)
             for group in optimizer.param_groups:
-                group["lr"] = lr
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                logits = model(x)
-                loss = loss_fn(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if hooks:
-                scaler.unscale_(optimizer)
-                hooks.before_step()
-            scaler.step(optimizer)
-            scaler.update()
+                group["lr"] = lr * group.get("lr_scale", 1.0)
+            loss, logits, y = _step(model, optimizer, scaler, loss_fn, x, y, device, dtype, hooks)
             step += 1
+            if not math.isfinite(loss):
+                raise DivergenceError(f"{label}: the loss became {loss} at step {step} (learning rate {lr:g})")
             if hooks:
                 hooks.after_step(lr, step)
-            loss_sum += float(loss.detach()) * len(y)
+            loss_sum += loss * len(y)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
             if update:
                 update(1, loss=loss_sum / seen, acc=100.0 * correct / seen, **(hooks.status() if hooks else {}))
+            if checkpoint and checkpoint_every and step % checkpoint_every == 0 and step < settings.steps:
+                checkpoint(PhaseState(step, optimizer.state_dict()))
+            if step >= settings.steps or (hooks and hooks.done()):
+                break
+    if checkpoint:
+        checkpoint(PhaseState(step, optimizer.state_dict()))
     return PhaseStats(step, time.perf_counter() - start, loss_sum / max(seen, 1), 100.0 * correct / max(seen, 1))
+
+
+def _epoch_batches(loader, epoch: int, skip_batches: int):
+    """The batches of one epoch (shuffled as a function of the epoch), the first `skip_batches` skipped
+    without being loaded."""
+    sampler = loader.sampler
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)
+    if hasattr(sampler, "skip"):
+        sampler.skip = skip_batches * loader.batch_size
+        return iter(loader)
+    iterator = iter(loader)
+    for _ in range(skip_batches):
+        next(iterator, None)
+    return iterator
+
+
+def _step(model, optimizer, scaler, loss_fn, x, y, device, dtype, hooks):
+    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    if device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        logits = model(x)
+        loss = loss_fn(logits, y)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if hooks:
+        scaler.unscale_(optimizer)
+        hooks.before_step()
+    scaler.step(optimizer)
+    scaler.update()
+    return float(loss.detach()), logits.detach(), y

@@ -8,11 +8,14 @@ class is a plain ``nn.Module`` defined at module level, so ``torch.save(model)``
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
 
-__all__ = ["ConvBNReLU", "ResidualBlock", "SmallResNet", "TinyCNN", "small_resnet", "tiny_cnn"]
+__all__ = ["ConvBNReLU", "ResidualBlock", "SmallResNet", "TinyCNN", "fashion_small_resnet", "small_resnet", "tiny_cnn"]
+
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 
 
 class ConvBNReLU(nn.Sequential):
@@ -140,3 +143,18 @@ def small_resnet(
 def tiny_cnn(in_channels: int = 1, num_classes: int = 10) -> TinyCNN:
     """A three-conv CNN (16-32-64 channels) for fast tests; returns a freshly initialised :class:`TinyCNN`."""
     return TinyCNN(in_channels, num_classes)
+
+
+def fashion_small_resnet(in_channels: int = 1, num_classes: int = 10) -> SmallResNet:
+    """`small_resnet()` with the weights trained on Fashion-MNIST that ship with the package (91.9% test
+    accuracy; benchmarks/train_demo_model.py made them). The weights file is read like any `--weights` file:
+    a state dict, with ``weights_only=True``. Raises UsageError for another channel or class count."""
+    from catalyst_deploy.errors import UsageError
+    from catalyst_deploy.models import load_weights
+
+    if (in_channels, num_classes) != (1, 10):
+        raise UsageError("zoo:fashion_small_resnet is trained on grayscale images with 10 classes (Fashion-MNIST); "
+                         f"the data has {in_channels} channel(s) and {num_classes} classes")
+    model = small_resnet(in_channels=1, num_classes=10)
+    load_weights(model, PRETRAINED_DIR / "fashion_small_resnet.pt")
+    return model

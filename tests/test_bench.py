@@ -11,7 +11,7 @@ from torch import nn
 
 from catalyst_deploy.bench.harness import BenchOptions, run_benchmark, time_interleaved
 from catalyst_deploy.bench.macs import onnx_macs
-from catalyst_deploy.bench.report import SCHEMA, write_report
+from catalyst_deploy.bench.report import SCHEMA, write_bench_files
 from catalyst_deploy.bench.stats import LatencyStats
 from catalyst_deploy.errors import UsageError
 from catalyst_deploy.exporters.onnx import open_ort_session, torch_to_onnx
@@ -118,8 +118,8 @@ def test_bad_inputs_are_usage_errors(onnx_pair, tmp_path):
 def test_bench_json_schema_is_stable_and_files_are_written(onnx_pair, tmp_path):
     options = BenchOptions(backends=("ort-cpu", "ort-cuda"), batches=(1,), flops_ratio=0.5, **QUICK)
     report = run_benchmark(onnx_pair[1], onnx_pair[0], options)
-    paths = write_report(report, tmp_path / "out")
-    data = json.loads(paths["json"].read_text())
+    paths = write_bench_files(report, tmp_path / "out")
+    data = json.loads(paths["bench.json"].read_text())
     assert set(data) == {"schema", "created_utc", "machine", "settings", "models", "input_shape", "flops_ratio",
                          "rows", "ratios"}
     assert data["schema"] == SCHEMA and data["flops_ratio"] == 0.5 and data["input_shape"] == [3, 24, 24]
@@ -132,15 +132,18 @@ def test_bench_json_schema_is_stable_and_files_are_written(onnx_pair, tmp_path):
     failed = [row for row in data["rows"] if not row["ok"]]
     assert all(row["p50_ms"] is None and row["error"] for row in failed)
     assert [set(r) for r in data["ratios"]] == [{"backend", "batch", "latency_ratio", "speedup"}]
-    assert "| backend | batch | model |" in paths["markdown"].read_text()
-    assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| backend | batch | model |" in paths["bench.md"].read_text()
+    assert paths["latency.png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 # ---- latency-aware pruning inputs ----------------------------------------------------------------
 def test_layer_latency_profile_matches_every_conv_and_drives_the_cut():
-    from catalyst_deploy.bench.layer_latency import (channel_multiple, conv_shapes, group_latency_per_mac,
-                                                     latency_aware_scores, profile_conv_latency)
-    from catalyst_deploy.surgery import ChannelGraph, prune_to_target
+    from catalyst_deploy.allocation import Budget, channel_multiple
+    from catalyst_deploy.bench.layer_latency import (conv_shapes, group_latency_per_mac, group_weights,
+                                                     profile_conv_latency)
+    from catalyst_deploy.graph import ChannelGraph, channel_norms
+    from catalyst_deploy.macs import count_macs, layer_macs
+    from catalyst_deploy.plan import apply_plan
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 24, 3, padding=1), nn.ReLU(), nn.Conv2d(24, 24, 3, padding=1, groups=24),
@@ -152,14 +155,16 @@ def test_layer_latency_profile_matches_every_conv_and_drives_the_cut():
     assert set(layer_ms) == set(shapes) == {"0", "2", "4"}  # 24 channels: ORT pads them to its block
     assert all(ms > 0 for ms in layer_ms.values())
     graph = ChannelGraph(model, example)
-    per_mac = group_latency_per_mac(graph, shapes, layer_ms)
+    per_mac = group_latency_per_mac(graph, layer_macs(model, example), layer_ms)
     assert per_mac.shape == (len(graph.sizes),) and bool((per_mac > 0).all())
-    # alpha 0 is uniform pruning: every group keeps the same share
-    prune_to_target(model, example, 0.5, scores=latency_aware_scores(graph, per_mac, alpha=0.0), round_to=None,
-                    graph=graph)
+    # alpha 0 is uniform pruning: every group keeps the same share (the latency weights all equal 1)
+    budget = Budget(tuple(graph.sizes), graph.trial_macs, 0.5 * count_macs(model, example)[0], None, 0.9,
+                    group_weights(per_mac, alpha=0.0))
+    norms = channel_norms(graph.producer_slices(), graph.num_channels)
+    apply_plan(model, graph.plan_for(budget.select(-norms)))
     kept = [model[0].out_channels / 24, model[4].out_channels / 40]
     assert abs(kept[0] - kept[1]) < 0.1 and max(kept) < 1
-    assert channel_multiple("trt") == 8 and channel_multiple("ort-cpu") in (8, 16)
+    assert channel_multiple(needs_gpu=True) == 8 and channel_multiple(needs_gpu=False) in (8, 16)
 
 
 def test_api_bench_writes_the_report_files(tmp_path):
@@ -167,4 +172,5 @@ def test_api_bench_writes_the_report_files(tmp_path):
 
     report = api.bench(cnn(8), cnn(16), BenchOptions(backends=("ort-cpu",), input_shape=(3, 16, 16), **QUICK),
                        out_dir=tmp_path)
-    assert report.ok and {p.name for p in tmp_path.iterdir()} == {"bench.json", "bench.md", "latency.png"}
+    written = {p.name for p in tmp_path.iterdir() if not p.name.startswith(".")}
+    assert report.ok and written == {"bench.json", "bench.md", "latency.png"}

@@ -45,7 +45,7 @@ def test_demo_with_a_tiny_budget_writes_every_output(tmp_path):
         assert (out / name).is_file(), name
     model = torch.load(out / "pruned.pt", weights_only=False)
     assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
-    assert "right after surgery" in (out / "report.md").read_text()
+    assert "right after the cut" in (out / "report.md").read_text()
 
 
 @pytest.mark.parametrize("args, message", [

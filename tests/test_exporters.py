@@ -14,7 +14,8 @@ import torch_pruning as tp
 from torch import nn
 
 from catalyst_deploy.errors import ExportValidationError, MissingDependency, UsageError
-from catalyst_deploy.exporters import ExportOptions, export_model, get_exporter
+from catalyst_deploy.exporters import ExportOptions, export_model
+from catalyst_deploy.formats import get_format
 from catalyst_deploy.exporters.onnx import onnx_sample_shape, torch_to_onnx
 from catalyst_deploy.exporters.torch import save_torch_module, torch_artifact_paths
 
@@ -129,7 +130,7 @@ def test_failed_export_keeps_the_previous_file(tmp_path):
 # ---- registry -------------------------------------------------------------------------------------
 def test_unknown_format_suggests_the_closest():
     with pytest.raises(UsageError, match="did you mean 'onnx'"):
-        get_exporter("onx")
+        get_format("onx")
 
 
 def test_option_that_does_not_apply_is_a_usage_error(tmp_path):
@@ -171,7 +172,8 @@ def test_torch_export_rejects_a_plan_that_is_not_json(tmp_path):
 # ---- TensorRT -------------------------------------------------------------------------------------
 @pytest.mark.skipif(HAS_TENSORRT and HAS_CUDA, reason="TensorRT and a GPU are present")
 def test_tensorrt_missing_is_one_clear_line(tmp_path):
-    from catalyst_deploy.exporters.tensorrt import EngineRunner, onnx_to_engine, require_tensorrt
+    from catalyst_deploy.exporters.tensorrt import onnx_to_engine, require_tensorrt
+    from catalyst_deploy.exporters.tensorrt_runtime import EngineRunner
 
     calls = [require_tensorrt,
              lambda: export_model(tiny_model(), "trt", tmp_path / "m.engine", torch.randn(1, 3, 8, 8)),
@@ -192,7 +194,7 @@ def test_tensorrt_missing_is_one_clear_line(tmp_path):
 @pytest.mark.skipif(not (HAS_TENSORRT and HAS_CUDA), reason="needs tensorrt and a CUDA GPU")
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_tensorrt_engine_round_trip(tmp_path, precision):
-    from catalyst_deploy.exporters.tensorrt import EngineRunner
+    from catalyst_deploy.exporters.tensorrt_runtime import EngineRunner
 
     model = tiny_model()
     result = export_model(model, "trt", tmp_path / "m.engine", torch.randn(1, 3, 32, 32), precision=precision,

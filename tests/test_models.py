@@ -176,9 +176,12 @@ def test_weights_that_do_not_fit_name_the_keys(tmp_path):
     torch.save(zoo.tiny_cnn().state_dict(), tmp_path / "w.pt")
     with pytest.raises(UsageError, match="missing keys.*stem.0.weight"):
         load_model("zoo:small_resnet", weights=tmp_path / "w.pt")
-    fits_head_only = r"2 shape mismatches \(fc.weight, fc.bias\); fc.weight is \(10, 64\) in the file.*--num-classes"
-    with pytest.raises(UsageError, match=fits_head_only):
+    fits_head_only = (r"2 shape mismatches \(fc.weight, fc.bias\); fc.weight is \(10, 64\) in the file.*"
+                      r"the classifier has 10 outputs in the file and 5 in the model: the dataset has 5 classes; "
+                      r"pass weights trained on the same classes, or a model spec whose head matches")
+    with pytest.raises(UsageError, match=fits_head_only) as err:
         load_model("zoo:tiny_cnn", num_classes=5, weights=tmp_path / "w.pt")
+    assert "--num-classes" not in str(err.value)  # prune has no such option: the dataset sets the count
     with pytest.raises(UsageError, match="weights file not found"):
         load_model("zoo:tiny_cnn", weights=tmp_path / "none.pt")
 
@@ -187,3 +190,111 @@ def test_model_input_channels():
     assert model_input_channels(torchvision.models.resnet18()) == 3
     assert model_input_channels(zoo.tiny_cnn(in_channels=1)) == 1
     assert model_input_channels(nn.Sequential(nn.Linear(3, 2))) is None
+
+
+# ---- files that are not checkpoints, and refusals --------------------------------------------------
+
+
+def unreadable_files(tmp_path) -> dict:
+    """Name -> a file that is not a readable checkpoint, each with the reason the message should give."""
+    torch.save(zoo.tiny_cnn().state_dict(), tmp_path / "good.pt")
+    data = (tmp_path / "good.pt").read_bytes()
+    (tmp_path / "notes.pt").write_text("epoch 3: accuracy 0.91\nnot a checkpoint\n")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    return {"notes.pt": "it holds text", "empty.pt": "the file is empty",
+            "cut.pt": "a truncated or damaged zip archive"}
+
+
+@pytest.mark.parametrize("role", ["model", "weights"])
+@pytest.mark.parametrize("name", ["notes.pt", "empty.pt", "cut.pt"])
+def test_text_empty_or_truncated_file_gives_one_clear_line(tmp_path, name, role):
+    reason = unreadable_files(tmp_path)[name]
+    path = tmp_path / name
+    with pytest.raises(UsageError) as err:
+        if role == "model":
+            load_model(str(path))
+        else:
+            load_model("zoo:tiny_cnn", weights=path)
+    message = str(err.value)
+    assert message == f"cannot read {path}: it is not a readable PyTorch checkpoint ({reason})"
+
+
+def test_truncated_legacy_checkpoint_is_a_usage_error(tmp_path):
+    torch.save(zoo.tiny_cnn().state_dict(), tmp_path / "w.pt", _use_new_zipfile_serialization=False)
+    data = (tmp_path / "w.pt").read_bytes()
+    (tmp_path / "w.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UsageError, match=r"cannot read .*w.pt: it is not a readable PyTorch checkpoint \(.+\)"):
+        load_model("zoo:tiny_cnn", weights=tmp_path / "w.pt")
+
+
+class Opaque:
+    """A non-tensor object outside the allowlist, as a checkpoint entry."""
+
+
+@pytest.mark.parametrize(
+    ("what", "container"), [("model", "legacy"), ("weights", "legacy"), ("weights", "zip")]
+)
+def test_refused_legacy_or_weights_pickle_names_the_class_and_trust_pickle(tmp_path, what, container):
+    obj = CustomNet() if what == "model" else {"state_dict": zoo.tiny_cnn().state_dict(), "extra": Opaque()}
+    torch.save(obj, tmp_path / "f.pt", _use_new_zipfile_serialization=container == "zip")
+    with pytest.raises(UsageError) as err:
+        if what == "model":
+            load_model(str(tmp_path / "f.pt"))
+        else:
+            load_model("zoo:tiny_cnn", weights=tmp_path / "f.pt")
+    message = str(err.value)
+    assert ("CustomNet" if what == "model" else "Opaque") in message and "--trust-pickle" in message
+    assert "\n" not in message and "weights_only" not in message  # torch's advice does not pass through
+    if what == "weights":
+        load_model("zoo:tiny_cnn", weights=tmp_path / "f.pt", trust_pickle=True)  # the way out works
+
+
+def test_legacy_file_of_allowlisted_classes_says_legacy_format(tmp_path):
+    torch.save(zoo.tiny_cnn(), tmp_path / "old.pt", _use_new_zipfile_serialization=False)
+    with pytest.raises(UsageError, match=r"legacy \(non-zip\) format.*--trust-pickle") as err:
+        load_model(str(tmp_path / "old.pt"))
+    assert "\n" not in str(err.value)
+    assert isinstance(load_model(str(tmp_path / "old.pt"), trust_pickle=True), zoo.TinyCNN)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit is deprecated, yet such files exist
+def test_torchscript_file_says_what_it_is(tmp_path):
+    torch.jit.save(torch.jit.script(nn.Linear(2, 2)), tmp_path / "ts.pt")
+    with pytest.raises(UsageError, match="holds a TorchScript program"):
+        load_model(str(tmp_path / "ts.pt"))
+
+
+# ---- factories that fail -----------------------------------------------------------------------
+
+
+def raising_factory(num_classes=10):
+    """A factory that rejects its argument, as user code does."""
+    raise ValueError(f"num_classes must be even, got {num_classes}\nsecond line")
+
+
+def test_factory_that_raises_gives_one_line_naming_it():
+    with pytest.raises(UsageError) as err:
+        load_model(f"{__name__}:raising_factory", num_classes=3)
+    assert str(err.value) == (
+        f"model factory {__name__}:raising_factory raised ValueError: num_classes must be even, got 3"
+    )
+
+
+@pytest.mark.parametrize(
+    ("source", "error"),
+    [
+        ("import not_installed_dep_xyz\n", "ModuleNotFoundError: No module named 'not_installed_dep_xyz'"),
+        ("def build(:\n", "SyntaxError"),
+        ("raise RuntimeError('no GPU here')\n", "RuntimeError: no GPU here"),
+    ],
+)
+def test_factory_module_that_fails_to_import_gives_one_line(tmp_path, monkeypatch, source, error):
+    name = f"broken_factories_{abs(hash(source))}"
+    (tmp_path / f"{name}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(UsageError) as err:
+        load_model(f"{name}:build")
+    message = str(err.value)
+    assert message.startswith(f"model spec '{name}:build': importing {name} failed: {error}")
+    assert "\n" not in message

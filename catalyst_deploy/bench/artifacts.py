@@ -61,7 +61,7 @@ def sample_shape_of(artifacts: Sequence[ModelArtifact], input_shape: Sequence[in
             return onnx_sample_shape(artifact.onnx_path)
     for artifact in artifacts:
         if artifact.engine_path:
-            from catalyst_deploy.exporters.tensorrt import EngineRunner
+            from catalyst_deploy.exporters.tensorrt_runtime import EngineRunner
 
             return EngineRunner(artifact.engine_path).sample_shape
     raise UsageError("cannot infer the input shape of a PyTorch model: give it (CLI: --input-shape 1,3,224,224)")

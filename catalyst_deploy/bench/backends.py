@@ -1,4 +1,4 @@
-"""Benchmark backends behind one registry (STYLE.md 4).
+"""Benchmark backends behind one table (each names the format it runs, `formats.FORMATS`).
 
 A backend turns a ModelArtifact into a loaded model whose `prepare(batch)` returns a zero-argument
 callable: one complete, synchronous inference on a fixed random batch. The harness times those calls.
@@ -23,7 +23,7 @@ from catalyst_deploy.errors import CatalystDeployError, UsageError, did_you_mean
 
 @dataclass(frozen=True)
 class BackendSpec:
-    """One row of the backend table. `runs` is the artifact form it executes: onnx, engine or module."""
+    """One row of the backend table. `runs` names the format it executes (a row of `formats.FORMATS`)."""
 
     name: str
     runs: str
@@ -39,9 +39,9 @@ BACKENDS: dict[str, BackendSpec] = {spec.name: spec for spec in (
                 "CUDAExecutionProvider"),
     BackendSpec("ort-trt", "onnx", True, None, "ONNX Runtime, TensorRT execution provider (onnxruntime-gpu)",
                 "TensorrtExecutionProvider"),
-    BackendSpec("trt", "engine", True, "tensorrt", "native TensorRT engine (built per batch from ONNX if needed)"),
-    BackendSpec("torch", "module", False, None, "PyTorch eager (CUDA when available, else CPU)"),
-    BackendSpec("torch-cudagraph", "module", True, None, "PyTorch, the forward pass replayed as one CUDA graph"),
+    BackendSpec("trt", "trt", True, "tensorrt", "native TensorRT engine (built per batch from ONNX if needed)"),
+    BackendSpec("torch", "torch", False, None, "PyTorch eager (CUDA when available, else CPU)"),
+    BackendSpec("torch-cudagraph", "torch", True, None, "PyTorch, the forward pass replayed as one CUDA graph"),
 )}
 
 
@@ -88,7 +88,7 @@ def load_for_backend(name: str, artifact: ModelArtifact, sample_shape: Sequence[
         providers = _ort_providers(spec, precision, workdir)
         device = "cuda" if spec.needs_gpu else "cpu"
         return OrtModel(onnx_for(artifact, sample_shape, workdir), providers, threads, device, sample_shape)
-    if spec.runs == "engine":
+    if spec.runs == "trt":
         return TensorRTModel(artifact, sample_shape, precision, workdir)
     return TorchModel(module_for(artifact), sample_shape, threads, cuda_graph=spec.name == "torch-cudagraph")
 
@@ -134,7 +134,7 @@ class TensorRTModel:
     def prepare(self, batch: int) -> Callable[[], None]:
         import torch
 
-        from catalyst_deploy.exporters.tensorrt import EngineRunner
+        from catalyst_deploy.exporters.tensorrt_runtime import EngineRunner
 
         runner = EngineRunner(engine_for(self.artifact, self.sample_shape, batch, self.precision, self.workdir))
         host = torch.randn(batch, *self.sample_shape).pin_memory()

@@ -14,13 +14,14 @@ def environment_report() -> dict:
     """Versions (None: not installed), CUDA devices, ONNX Runtime providers, and per exporter / backend
     whether it is usable here and, if not, why."""
     from catalyst_deploy.bench.backends import BACKENDS, unavailable_reason
-    from catalyst_deploy.exporters import EXPORTERS, exporter_unavailable_reason
+    from catalyst_deploy.exporters import exporter_unavailable_reason
+    from catalyst_deploy.formats import FORMATS
 
     versions = {name: _version(name) for name in PACKAGES}
     versions["tensorrt"] = _tensorrt_version()
     return {"python": sys.version.split()[0], "platform": platform.platform(), "versions": versions,
             "cuda": cuda_summary(), "onnxruntime_providers": _ort_providers(),
-            "exporters": {name: _usable(exporter_unavailable_reason(name)) for name in EXPORTERS},
+            "exporters": {name: _usable(exporter_unavailable_reason(name)) for name in FORMATS},
             "backends": {name: _usable(unavailable_reason(name)) for name in BACKENDS}}
 
 
@@ -59,27 +60,3 @@ def _ort_providers() -> list[str]:
     import onnxruntime
 
     return list(onnxruntime.get_available_providers())
-
-
-def render_environment(report: dict):
-    """The environment report as rich tables (versions and devices; exporters and backends)."""
-    from rich.console import Group
-    from rich.table import Table
-    from rich.text import Text
-
-    versions = Table(title="Environment", show_header=False)
-    versions.add_row("python", report["python"])
-    versions.add_row("platform", report["platform"])
-    for name, version in report["versions"].items():
-        versions.add_row(name, version or "not installed")
-    cuda = report["cuda"]
-    gpus = ", ".join(f"{d['index']}: {d['name']} ({d['memory_gib']} GiB, sm {d['capability']})" for d in cuda["devices"])
-    versions.add_row("CUDA (torch)", f"{cuda['torch_cuda'] or 'CPU-only build'}; devices: {gpus or 'none'}")
-    versions.add_row("ORT providers", ", ".join(report["onnxruntime_providers"]))
-    usable = Table(title="Usable here")
-    for column in ("kind", "name", "usable", "why not"):
-        usable.add_column(column, overflow="fold")
-    for kind in ("exporters", "backends"):
-        for name, entry in report[kind].items():
-            usable.add_row(kind[:-1], name, "yes" if entry["usable"] else "no", Text(entry["reason"] or ""))
-    return Group(versions, usable)

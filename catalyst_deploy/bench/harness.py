@@ -85,6 +85,16 @@ def run_benchmark(pruned, baseline=None, options: BenchOptions = BenchOptions(),
                        flops_ratio, tuple(rows), machine_summary())
 
 
+def merge_reports(reports: Sequence[BenchReport]) -> BenchReport:
+    """One report from several runs with the same settings (e.g. one per exported format)."""
+    first = reports[0]
+    models = {role: ", ".join(dict.fromkeys(r.models[role] for r in reports if role in r.models))
+              for role in first.models}
+    settings = {**first.settings, "backends": [b for r in reports for b in r.settings["backends"]]}
+    return BenchReport(settings, models, first.input_shape, first.flops_ratio,
+                       tuple(row for r in reports for row in r.rows), first.machine)
+
+
 def bench_backend(backend: str, artifacts: Sequence[ModelArtifact], sample_shape, options: BenchOptions,
                   workdir: Path, progress=None) -> list[BenchRow]:
     """All rows of one backend: load each model once, then time every batch."""

@@ -1,17 +1,15 @@
-"""Latency-aware pruning inputs measured on ONNX Runtime CPU: per-conv latency in context, latency per
-MAC of each channel group, the prune priority built from it, and the channel multiple to round to.
+"""Latency-aware pruning inputs measured on ONNX Runtime CPU: per-conv latency in context, and the
+latency per MAC of each channel group (which `allocation.latency_weighted` turns into a priority).
 
 Why: latency is not proportional to MACs. ONNX Runtime's CPU convolutions run in a blocked channel
-layout (NCHWc: 16 channels per block with AVX-512, 8 with AVX2); a 3x3 conv at 56x56 measured 1.36 ms
-with 48 channels, 2.5 ms with 56 and 2.3 ms with 64. And high-resolution, depthwise-heavy layers cost
-more time per MAC than deep 1x1/3x3 ones. So: round channel counts to the block (`channel_multiple`) and
-take channels first where a MAC costs the most time (`latency_aware_scores`).
+layout (NCHWc: 16 channels per block with AVX-512, 8 with AVX2), and high-resolution, depthwise-heavy
+layers cost more time per MAC than deep 1x1/3x3 ones (benchmarks/RESULTS.md, latency section). So: round
+channel counts to the block (`allocation.channel_multiple`) and take channels first where a MAC costs
+the most time.
 
-    shapes = conv_shapes(model, example)
-    layer_ms = profile_conv_latency(model, example, threads=2)            # ms per conv, in the real graph
-    per_mac = group_latency_per_mac(graph, shapes, layer_ms)               # graph: surgery.ChannelGraph
-    surgery.prune_to_target(model, example, 0.5, scores=latency_aware_scores(graph, per_mac),
-                            round_to=channel_multiple("ort-cpu"), graph=graph)
+    layer_ms = profile_conv_latency(model, example, threads=2)        # ms per conv, in the real graph
+    per_mac = group_latency_per_mac(graph, layer_macs(model, example), layer_ms)
+    weight = group_weights(per_mac, alpha=2.0)                        # -> allocation.Budget(group_weight=...)
 
 Timings come from ONNX Runtime's own profiler on the whole exported model, so each conv is timed with its
 real neighbours (layout reorders, fused activations), not alone: timing convs one by one mispredicted
@@ -27,7 +25,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ConvShape:
-    """A Conv2d as it runs: channels, kernel, groups, input and output height/width."""
+    """A Conv2d as it runs: channels, kernel, groups, input and output height/width (to match ORT's profile)."""
 
     in_channels: int
     out_channels: int
@@ -35,12 +33,6 @@ class ConvShape:
     groups: int
     in_size: tuple[int, int]
     out_size: tuple[int, int]
-
-    @property
-    def macs(self) -> int:
-        """Multiply-accumulates per image."""
-        per_output = self.in_channels // self.groups * self.kernel[0] * self.kernel[1]
-        return per_output * self.out_channels * self.out_size[0] * self.out_size[1]
 
 
 def conv_shapes(model, example) -> dict[str, ConvShape]:
@@ -85,67 +77,26 @@ def profile_conv_latency(model, example, threads: int | None = None, batch: int 
     return layer_ms
 
 
-def group_latency_per_mac(graph, shapes: dict[str, ConvShape], layer_ms: dict[str, float]):
-    """Milliseconds per MAC of each channel group of `graph` (a surgery.ChannelGraph): the summed time of
-    the convs whose channels the group sets, over their summed MACs. Groups with no timed conv get the
-    median, so they are neither favoured nor spared."""
+def group_latency_per_mac(graph, layer_macs: dict[str, int], layer_ms: dict[str, float]):
+    """Milliseconds per MAC of each channel group of `graph` (a graph.ChannelGraph): the summed time of the
+    convs whose channels the group sets, over their summed MACs (`macs.layer_macs`). Groups with no timed
+    conv get the median, so they are neither favoured nor spared."""
     import torch
 
     values = []
     for g in range(len(graph.sizes)):
-        names = [n for n in layers_of_group(graph, g) if n in shapes and n in layer_ms]
-        macs = sum(shapes[n].macs for n in names)
+        names = [n for n in graph.layers_of_group(g) if n in layer_macs and n in layer_ms]
+        macs = sum(layer_macs[n] for n in names)
         values.append(sum(layer_ms[n] for n in names) / macs if macs else float("nan"))
     per_mac = torch.tensor(values, dtype=torch.float64)
     known = per_mac[~per_mac.isnan()]
     return torch.where(per_mac.isnan(), known.median() if len(known) else torch.tensor(1.0, dtype=torch.float64), per_mac)
 
 
-def latency_aware_scores(graph, per_mac, alpha: float = 2.0):
-    """Prune priority per channel of `graph` for `surgery.prune_to_target` (higher goes first).
-
-    Within a group, channels rank by L2 norm (smallest first), spread evenly over (0, 1], so that with
-    `alpha` = 0 every group loses the same share (uniform pruning). The rank is multiplied by
-    (group latency per MAC / median) ** alpha: groups where a MAC costs more time lose channels first.
-    alpha 2 measured best on ResNet-18 / MobileNetV2 (ORT CPU, benchmarks/latency.py); what it does to
-    accuracy after recovery fine-tuning has not been measured.
-    """
-    import torch
-
-    from catalyst_deploy.surgery import channel_norms
-
-    weight = (per_mac / per_mac.median()).clamp(min=1e-3) ** alpha
-    norms = channel_norms(graph.producer_slices(), graph.num_channels)
-    scores = torch.zeros(graph.num_channels)
-    for g, size in enumerate(graph.sizes):
-        lo = graph.offsets[g]
-        rank = norms[lo:lo + size].argsort().argsort().float()  # 0 = smallest norm
-        scores[lo:lo + size] = (1.0 - rank / size) * float(weight[g])
-    return scores
-
-
-def layers_of_group(graph, g: int) -> list[str]:
-    """Names of the layers whose input or output channels group `g` of `graph` sets."""
-    import torch
-
-    mask = torch.zeros(graph.num_channels, dtype=torch.bool)
-    mask[graph.offsets[g]] = True
-    return list(graph.plan_for(mask)["layers"])
-
-
-def channel_multiple(backend: str = "ort-cpu") -> int:
-    """The channel count multiple that suits `backend`'s kernels, for `round_to`.
-
-    ort-cpu: the NCHWc block of ONNX Runtime's CPU convolutions, 16 where the CPU has AVX-512F and 8
-    otherwise (measured on AVX-512: torch-pruning's uniform cut of MobileNetV2 to 0.49 MACs ran at
-    0.70 of dense latency with round_to 8 and 0.58 with 16, same run; benchmarks/RESULTS.md). GPU
-    backends: 8, the fp16 tensor-core alignment (not measured here).
-    """
-    from catalyst_deploy.bench.backends import get_backend
-
-    if get_backend(backend).needs_gpu:
-        return 8
-    return 16 if "avx512f" in _cpu_flags() else 8
+def group_weights(per_mac, alpha: float = 2.0):
+    """(ms per MAC / median) ** alpha per group: the `allocation.Budget.group_weight` of latency-aware
+    pruning (alpha 0: uniform; alpha 2 measured best on ResNet-18 / MobileNetV2, benchmarks/RESULTS.md)."""
+    return ((per_mac / per_mac.median()).clamp(min=1e-3) ** alpha).float()
 
 
 def _profiled_conv_times(model, x, threads: int | None, runs: int) -> dict[tuple, float]:
@@ -160,10 +111,13 @@ def _profiled_conv_times(model, x, threads: int | None, runs: int) -> dict[tuple
     import onnxruntime as ort
     import torch
 
+    from catalyst_deploy.formats import DEFAULT_OPSET
+
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model.eval(), (x,), buffer, dynamo=False, opset_version=17, input_names=["input"])
+        # the TorchScript exporter: fast, and this in-memory file is only profiled, never shipped
+        torch.onnx.export(model.eval(), (x,), buffer, dynamo=False, opset_version=DEFAULT_OPSET, input_names=["input"])
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
@@ -204,12 +158,3 @@ def _key(shape: ConvShape, in_block: int = 1, out_block: int = 1) -> tuple:
             shape.in_size, shape.out_size)
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()

@@ -21,15 +21,13 @@ def macs_ratio(pruned: ModelArtifact, baseline: ModelArtifact, sample_shape: Seq
 
 
 def count_macs(artifact: ModelArtifact, sample_shape: Sequence[int]) -> int:
-    """Per-image MACs: torch-pruning's counter for modules, Conv/Gemm/MatMul MACs for ONNX files."""
+    """Per-image MACs: `catalyst_deploy.macs.count_macs` for modules, Conv/Gemm/MatMul MACs for ONNX files."""
     if artifact.module is not None:
-        import torch_pruning as tp
-
         from catalyst_deploy.exporters.validation import random_input
+        from catalyst_deploy.macs import count_macs as count_module_macs
 
         device = next(artifact.module.parameters()).device
-        macs, _ = tp.utils.count_ops_and_params(artifact.module, random_input((1, *sample_shape)).to(device))
-        return int(macs)
+        return count_module_macs(artifact.module, random_input((1, *sample_shape)).to(device))[0]
     return onnx_macs(artifact.onnx_path)
 
 

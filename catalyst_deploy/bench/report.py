@@ -64,6 +64,11 @@ class BenchReport:
         """True when at least one cell was measured."""
         return any(row.ok for row in self.rows)
 
+    @property
+    def pruned_ok(self) -> bool:
+        """True when the model under test was measured somewhere (a baseline alone is not a result)."""
+        return any(row.ok for row in self.rows if row.model == "pruned")
+
     def cell(self, backend: str, batch: int, model: str) -> BenchRow | None:
         return next((r for r in self.rows if (r.backend, r.batch, r.model) == (backend, batch, model)), None)
 
@@ -115,119 +120,23 @@ def machine_summary() -> dict:
             "gpu": gpu, "versions": {"torch": version("torch"), "onnxruntime": ort, "tensorrt": version("tensorrt")}}
 
 
-# ---- renderings ----------------------------------------------------------------------------------
-TABLE_HEADER = ("backend", "batch", "model", "p50 ms", "p90 ms", "p99 ms", "mean±std ms", "images/s", "runs",
-                "vs dense", "note")
+def write_bench_files(report: BenchReport, out_dir: str | Path, folder=None) -> dict[str, Path]:
+    """Write bench.json, bench.md and latency.png into `out_dir` atomically (recorded in `folder`, a
+    rundir.RunFolder, when given); returns their paths."""
+    from catalyst_deploy.atomic import atomic_path
+    from catalyst_deploy.render.bench import to_markdown
+    from catalyst_deploy.render.plots import latency_png
 
-
-def table_rows(report: BenchReport) -> list[tuple[str, ...]]:
-    """The report as text cells (TABLE_HEADER order), shared by the terminal table and bench.md."""
-    cells = []
-    for row in report.rows:
-        s = row.stats
-        ratio = report.latency_ratio(row.backend, row.batch) if row.model == "pruned" else None
-        numbers = (f"{s.p50_ms:.4g}", f"{s.p90_ms:.4g}", f"{s.p99_ms:.4g}", f"{s.mean_ms:.4g}±{s.std_ms:.3g}",
-                   f"{s.throughput_ips:.4g}", str(s.runs)) if s else ("-",) * 6
-        cells.append((row.backend, str(row.batch), ROLE_LABELS[row.model], *numbers,
-                      f"{ratio:.3f}" if ratio is not None else "", row.error or ""))
-    return cells
-
-
-def summary_line(report: BenchReport) -> str:
-    s = report.settings
-    flops = f"{report.flops_ratio:.3f}" if report.flops_ratio is not None else "n/a"
-    return (f"input {'x'.join(map(str, report.input_shape))}; p50 over >= {s['min_runs']} runs and >= "
-            f"{s['min_time_s']} s per model, dense and pruned interleaved; threads {s['threads'] or 'default'}; "
-            f"FLOPs ratio (ideal latency ratio) {flops}")
-
-
-# The terminal shows fewer, shorter columns than bench.md so that it fits 80 characters.
-TERMINAL_COLUMNS = {"backend": "backend", "batch": "batch", "model": "model", "p50 ms": "p50", "p99 ms": "p99",
-                    "images/s": "img/s", "runs": "runs", "vs dense": "ratio", "note": "note"}
-
-
-def render_table(report: BenchReport):
-    """The report for the terminal: a rich Table, with failure reasons as numbered notes below it."""
-    from rich import box
-    from rich.console import Group
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(title="Latency in ms: dense vs pruned (ratio = p50 pruned / p50 dense)", caption=summary_line(report),
-                  box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    keep = [TABLE_HEADER.index(name) for name in TERMINAL_COLUMNS]
-    for name in TERMINAL_COLUMNS.values():
-        table.add_column(name, justify="left" if name in ("backend", "model", "note") else "right", no_wrap=True)
-    reasons: list[str] = []
-    for cells in table_rows(report):
-        if cells[-1]:
-            reasons += [cells[-1]] if cells[-1] not in reasons else []
-            cells = (*cells[:-1], f"see {reasons.index(cells[-1]) + 1}")
-        table.add_row(*(cells[i] for i in keep))
-    notes = [Text(f"{i}. {reason}") for i, reason in enumerate(reasons, 1)]  # Text: "[tensorrt]" is not markup
-    return Group(table, *notes)
-
-
-def to_markdown(report: BenchReport) -> str:
-    """bench.md: models, settings and the table."""
-    lines = ["# Latency: dense vs pruned", ""]
-    lines += [f"- {ROLE_LABELS[role]}: `{source}`" for role, source in report.models.items()]
-    lines += [f"- {summary_line(report)}", f"- machine: {report.machine['platform']}, "
-              f"{report.machine['cpu_count']} CPUs, GPU {report.machine['gpu'] or 'none'}", ""]
-    lines.append("| " + " | ".join(TABLE_HEADER) + " |")
-    lines.append("|" + "|".join("---" for _ in TABLE_HEADER) + "|")
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |" for cells in table_rows(report)]
-    return "\n".join(lines) + "\n"
-
-
-def plot_latency(report: BenchReport, path: str | Path) -> Path:
-    """latency.png: per backend, p50 latency per image of dense and pruned per batch size, with the
-    ideal (dense x FLOPs ratio) drawn over each pruned bar when the FLOPs ratio is known. Backends with
-    nothing measured are left out (their reasons are in the table)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    backends = list(dict.fromkeys(r.backend for r in report.rows if r.ok)) or ["nothing measured"]
-    fig, axes = plt.subplots(1, len(backends), figsize=(4.5 * len(backends), 3.8), squeeze=False)
-    for ax, backend in zip(axes[0], backends):
-        _plot_backend(ax, report, backend)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
-
-
-def _plot_backend(ax, report: BenchReport, backend: str) -> None:
-    batches = list(dict.fromkeys(r.batch for r in report.rows if r.backend == backend))
-    width = 0.38
-    for offset, role, color in ((-width / 2, "baseline", "#8c8c8c"), (width / 2, "pruned", "#1f77b4")):
-        for i, batch in enumerate(batches):
-            row = report.cell(backend, batch, role)
-            if row and row.ok:
-                ax.bar(i + offset, row.stats.p50_ms / batch, width, color=color,
-                       label=ROLE_LABELS[role] if i == 0 else None)
-    for i, batch in enumerate(batches):
-        dense = report.cell(backend, batch, "baseline")
-        if report.flops_ratio is not None and dense and dense.ok:
-            ideal = dense.stats.p50_ms / batch * report.flops_ratio
-            ax.hlines(ideal, i, i + width, colors="black", linestyles="--",
-                      label=f"ideal (FLOPs ratio {report.flops_ratio:.2f})" if i == 0 else None)
-    ax.set_xticks(range(len(batches)), [str(b) for b in batches])
-    ax.set_xlabel("batch size")
-    ax.set_ylabel("p50 latency per image (ms)")
-    ax.set_title(backend)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
-
-
-def write_report(report: BenchReport, out_dir: str | Path) -> dict[str, Path]:
-    """Write bench.json, bench.md and latency.png into `out_dir`; returns their paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out_dir / "bench.json", "markdown": out_dir / "bench.md", "plot": out_dir / "latency.png"}
-    paths["json"].write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-    paths["markdown"].write_text(to_markdown(report))
-    plot_latency(report, paths["plot"])
+    writers = {"bench.json": lambda tmp: tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n"),
+               "bench.md": lambda tmp: tmp.write_text(to_markdown(report)),
+               "latency.png": lambda tmp: latency_png(report, tmp)}
+    paths = {}
+    for name, write in writers.items():
+        with atomic_path(out_dir / name) as tmp:
+            write(tmp)
+        if folder is not None:
+            folder.record(name)
+        paths[name] = out_dir / name
     return paths

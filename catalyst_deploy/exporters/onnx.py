@@ -6,41 +6,135 @@
 from __future__ import annotations
 
 import contextlib
+import io
+import logging
 from pathlib import Path
 from typing import Sequence
 
-from catalyst_deploy.errors import CatalystDeployError
 from catalyst_deploy.atomic import atomic_path
+from catalyst_deploy.errors import CatalystDeployError
 from catalyst_deploy.exporters.validation import OutputCheck, as_output_list, check_outputs, random_input
+from catalyst_deploy.formats import DEFAULT_OPSET
 
+log = logging.getLogger(__name__)
+EXPORTERS = ("dynamo", "torchscript")  # torch.export-based (default), the legacy TorchScript tracer
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 # Extra batch checked when the batch axis is dynamic: a batch other than the traced one proves the axis works.
 EXTRA_CHECK_BATCH = 2
 
 
-def torch_to_onnx(model, example, path: str | Path, *, opset: int = 17, dynamic_batch: bool = True,
-                  atol: float = 1e-4) -> OutputCheck:
+def torch_to_onnx(model, example, path: str | Path, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = True,
+                  atol: float = 1e-4, exporter: str = "dynamo", metadata: dict | None = None) -> OutputCheck:
     """Export `model` (traced on `example`, an N,C,H,W tensor) to an ONNX file at `path`.
 
-    Input is named ``input``, output(s) ``output`` (``output1``, ... for extra outputs); the batch axis is
-    dynamic unless `dynamic_batch` is False. The file is checked with ``onnx.checker`` and run in ONNX
-    Runtime (CPU) on random inputs of the example's batch and, when dynamic, of a second batch; PyTorch
-    runs on the same inputs. Written atomically: on any failure nothing is left at `path`.
+    `exporter` "dynamo" is torch's torch.export-based exporter; when it fails the TorchScript exporter is
+    used instead and the reason is logged ("torchscript" asks for it directly). Input is named ``input``,
+    output(s) ``output`` (``output1``, ...); the batch axis is dynamic unless `dynamic_batch` is False.
+    `metadata` (text values) goes into the file's metadata_props, with the exporter used. The file is
+    checked with ``onnx.checker`` and run in ONNX Runtime (CPU) against PyTorch on random inputs of the
+    example's batch and, when dynamic, a second batch. Written atomically: on failure nothing is left.
 
     Returns the largest absolute difference seen. Raises ExportValidationError when it exceeds `atol`,
-    CatalystDeployError when torch.onnx or the checker fails.
+    CatalystDeployError when both exporters or the checker fail.
     """
     import onnx
 
+    if exporter not in EXPORTERS:
+        raise CatalystDeployError(f"unknown ONNX exporter {exporter!r}: expected one of {', '.join(EXPORTERS)}")
     with atomic_path(path) as tmp, eval_mode(model):
         output_names = _output_names(model, example)
-        _export_torchscript(model, example, tmp, opset, dynamic_batch, output_names)
+        used = _export(model, example, tmp, opset, dynamic_batch, output_names, exporter)
+        _write_metadata(tmp, {**(metadata or {}), "exporter": used})
         try:
             onnx.checker.check_model(str(tmp))
         except onnx.checker.ValidationError as err:
             raise CatalystDeployError(f"onnx.checker rejected the export: {_first_line(err)}") from err
         return validate_onnx(model, tmp, example, dynamic_batch, atol)
+
+
+def check_onnx_file(model, path: str | Path, example, atol: float = 1e-4) -> OutputCheck:
+    """An existing ONNX file against `model` on the same random inputs (the format table's validator)."""
+    return validate_onnx(model, path, example, dynamic_batch=_has_dynamic_batch(path), atol=atol)
+
+
+def _export(model, example, path: Path, opset: int, dynamic_batch: bool, output_names: list[str], exporter: str) -> str:
+    """Write the ONNX file with `exporter`, falling back from dynamo to torchscript; returns the one used."""
+    if exporter == "dynamo":
+        try:
+            _torch_onnx_export(model, example, path, opset, dynamic_batch, output_names, dynamo=True)
+            written = _opset_of(path)
+            if written == opset:
+                return "dynamo"
+            log.warning("the torch.export-based exporter wrote opset %s, not %s; using the TorchScript exporter",
+                        written, opset)
+        except Exception as err:  # an op torch.export cannot capture: the legacy tracer often can
+            log.warning("torch.export-based ONNX export failed (%s); using the TorchScript exporter", _first_line(err))
+    _torch_onnx_export(model, example, path, opset, dynamic_batch, output_names, dynamo=False)
+    return "torchscript"
+
+
+def _torch_onnx_export(model, example, path: Path, opset: int, dynamic_batch: bool, output_names: list[str],
+                       dynamo: bool) -> None:
+    import warnings
+
+    import torch
+
+    axes = {name: {0: "batch"} for name in [INPUT_NAME, *output_names]} if dynamic_batch else None
+    options = dict(external_data=False) if dynamo else dict(do_constant_folding=True)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_loggers():
+            warnings.simplefilter("ignore")  # the legacy exporter's DeprecationWarning, tracer warnings
+            torch.onnx.export(model, (example,), str(path), dynamo=dynamo, opset_version=opset,
+                              input_names=[INPUT_NAME], output_names=output_names, dynamic_axes=axes, **options)
+    except Exception as err:
+        raise CatalystDeployError(f"torch.onnx.export ({'dynamo' if dynamo else 'torchscript'}) failed: "
+                                  f"{_first_line(err)}") from err
+
+
+@contextlib.contextmanager
+def _quiet_loggers():
+    """The dynamo exporter logs its passes (and a traceback for a failed opset conversion) at WARNING."""
+    names = ("torch.onnx", "onnxscript", "torch._dynamo", "torch.export", "torch._export")
+    saved = {name: logging.getLogger(name).level for name in names}
+    for name in names:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def _opset_of(path: Path) -> int | None:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def _write_metadata(path: Path, metadata: dict) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    for key, value in metadata.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = str(key), str(value)
+    onnx.save(model, str(path))
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata_props of an ONNX file (what this tool wrote: source model, method, target, MACs...)."""
+    import onnx
+
+    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
+def _has_dynamic_batch(path: str | Path) -> bool:
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return not graph.input[0].type.tensor_type.shape.dim[0].HasField("dim_value")
 
 
 def validate_onnx(model, onnx_path: str | Path, example, dynamic_batch: bool, atol: float) -> OutputCheck:
@@ -123,26 +217,6 @@ def eval_mode(model):
 def _output_names(model, example) -> list[str]:
     count = len(run_torch(model, example))
     return [OUTPUT_NAME] + [f"{OUTPUT_NAME}{i}" for i in range(1, count)]
-
-
-def _export_torchscript(model, example, path: Path, opset: int, dynamic_batch: bool, output_names: list[str]) -> None:
-    # The TorchScript exporter (dynamo=False), not torch.export: on torch 2.14 for these CNNs it exports a
-    # ResNet-18 in 0.4 s instead of 4.4 s, honours opset 17 (the dynamo path emitted opset 18 and failed to
-    # down-convert), and writes one self-contained file (the dynamo path added a .onnx.data side file,
-    # which breaks the single-file atomic write).
-    import warnings
-
-    import torch
-
-    axes = {name: {0: "batch"} for name in [INPUT_NAME, *output_names]} if dynamic_batch else None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the legacy exporter's DeprecationWarning, and tracer warnings
-            torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=opset,
-                              input_names=[INPUT_NAME], output_names=output_names, dynamic_axes=axes,
-                              do_constant_folding=True)
-    except Exception as err:
-        raise CatalystDeployError(f"torch.onnx.export failed: {_first_line(err)}") from err
 
 
 def _first_line(err: BaseException) -> str:

@@ -49,6 +49,16 @@ def save_torch_module(model, example, path: str | Path, *, plan: dict | None = N
         return check_outputs("torch", run_torch(model, example), run_torch(reloaded.eval(), example), atol)
 
 
+def check_torch_file(model, path: str | Path, example, atol: float = 1e-6) -> OutputCheck:
+    """An existing whole-module file against `model` on `example` (the format table's validator); the file
+    is read through the safe loader."""
+    from catalyst_deploy.exporters.onnx import run_torch
+    from catalyst_deploy.models import load_model
+
+    saved = load_model(str(path))
+    return check_outputs("torch", run_torch(model.eval(), example), run_torch(saved, example), atol)
+
+
 def _plan_json(plan: dict | None) -> str | None:
     if plan is None:
         return None

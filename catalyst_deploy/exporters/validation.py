@@ -1,4 +1,4 @@
-"""The numeric check every export goes through (STYLE.md 7): same input, exported runtime vs PyTorch."""
+"""The numeric check every export goes through: same input, exported runtime vs PyTorch."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Dependency-graph surgery: the FLOPs target is hit on real torchvision models, plans round-trip."""
+"""Graph, allocation and plans: the FLOPs target is hit on real torchvision models through the same path
+the pipeline takes (graph -> allocation.Budget.select -> plan -> apply_plan), and plans round-trip."""
 
 from __future__ import annotations
 
@@ -9,10 +10,23 @@ import pytest
 import torch
 import torchvision
 
+from catalyst_deploy.allocation import Budget
 from catalyst_deploy.errors import CatalystDeployError, UsageError
-from catalyst_deploy.surgery import (ChannelGraph, apply_plan, count_macs, load_plan, prune_to_target,
-                                     rebuild_pruned, save_plan)
+from catalyst_deploy.graph import ChannelGraph, channel_norms
+from catalyst_deploy.macs import count_macs
+from catalyst_deploy.plan import apply_plan, load_plan, rebuild_pruned, save_plan
 from catalyst_deploy.zoo import small_resnet
+
+
+def cut_by_norm(model, example, target: float, round_to=8, graph=None, group_weight=None) -> tuple[dict, int]:
+    """The pipeline's path with an L2 ranking: (plan, MACs after); `target` a share (<= 1) or MACs."""
+    graph = graph or ChannelGraph(model, example)
+    dense = count_macs(model, example)[0]
+    budget = Budget(tuple(graph.sizes), graph.trial_macs, target * dense if target <= 1 else target, round_to, 0.9,
+                    group_weight)
+    plan = graph.plan_for(budget.select(-channel_norms(graph.producer_slices(), graph.num_channels)))
+    apply_plan(model, plan)
+    return plan, count_macs(model, example)[0]
 
 MODELS = ["resnet18", "resnet50", "mobilenet_v2", "vgg11_bn", "efficientnet_b0", "densenet121"]
 
@@ -23,12 +37,14 @@ def test_target_flops_is_hit_and_model_still_runs(name):
     torch.manual_seed(0)
     model = torchvision.models.get_model(name, num_classes=10).eval()
     example = torch.randn(1, 3, 64, 64)
-    result = prune_to_target(model, example, 0.5, round_to=8)
-    assert 0.46 <= result.macs_ratio <= 0.50, result.macs_ratio
-    assert result.macs_after == count_macs(model, example)[0]
+    dense = count_macs(model, example)[0]
+    graph = ChannelGraph(model, example)
+    plan, after = cut_by_norm(model, example, 0.5, round_to=8, graph=graph)
+    assert 0.46 <= after / dense <= 0.50, after / dense
+    assert graph.trial_macs(torch.zeros(graph.num_channels, dtype=torch.bool)) == dense
     assert model(torch.randn(2, 3, 64, 64)).shape == (2, 10)
     # channel counts of every pruned conv honour round_to (where the layer was large enough to round)
-    for layer in result.plan["layers"].values():
+    for layer in plan["layers"].values():
         if layer["type"] == "Conv2d" and "out" in layer and layer["out"]["size"] > 8:
             assert len(layer["out"]["keep"]) % 8 == 0
 
@@ -38,8 +54,8 @@ def test_plan_round_trip_gives_identical_outputs(tmp_path, name):
     torch.manual_seed(0)
     model = torchvision.models.get_model(name, num_classes=10).eval()
     example = torch.randn(1, 3, 48, 48)
-    result = prune_to_target(model, example, 0.6, round_to=None)
-    save_plan(result.plan, tmp_path / "plan.json")
+    plan, after = cut_by_norm(model, example, 0.6, round_to=None)
+    save_plan(plan, tmp_path / "plan.json")
     torch.save(model.state_dict(), tmp_path / "state.pt")
     rebuilt = rebuild_pruned(torchvision.models.get_model(name, num_classes=10).eval(),
                              load_plan(tmp_path / "plan.json"),
@@ -47,13 +63,13 @@ def test_plan_round_trip_gives_identical_outputs(tmp_path, name):
     x = torch.randn(3, 3, 48, 48)
     with torch.no_grad():
         assert torch.equal(rebuilt(x), model(x))
-    assert json.loads((tmp_path / "plan.json").read_text())["macs_after"] == result.macs_after
+    assert json.loads((tmp_path / "plan.json").read_text())["layers"] == plan["layers"]
 
 
 def test_plan_for_a_different_architecture_is_refused():
     model = small_resnet()
     example = torch.randn(1, 1, 28, 28)
-    plan = prune_to_target(model, example, 0.5).plan
+    plan, _ = cut_by_norm(model, example, 0.5)
     with pytest.raises(UsageError, match="channels|does not have"):
         apply_plan(small_resnet(widths=(16, 32, 64)), plan)
 
@@ -64,10 +80,10 @@ def test_head_and_ignored_layers_stay_whole():
     graph = ChannelGraph(model, example, ignore=["stem"])
     roots = {graph.root_name(g) for g in range(len(graph.groups))}
     assert "fc" not in roots and not any(r.startswith("stem") for r in roots)
-    result = prune_to_target(model, example, 0.5, graph=graph)
+    plan, _ = cut_by_norm(model, example, 0.5, graph=graph)
     assert model.fc.out_features == 10
     assert all(not name.startswith("stem.") or "in" in layer and "out" not in layer
-               for name, layer in result.plan["layers"].items())
+               for name, layer in plan["layers"].items())
 
 
 def test_unknown_ignored_layer_is_a_usage_error():
@@ -78,7 +94,7 @@ def test_unknown_ignored_layer_is_a_usage_error():
 def test_unreachable_target_is_a_clear_error():
     model = small_resnet()
     with pytest.raises(CatalystDeployError, match="cannot be reached"):
-        prune_to_target(model, torch.randn(1, 1, 28, 28), 0.001)
+        cut_by_norm(model, torch.randn(1, 1, 28, 28), 0.001)
 
 
 def test_absolute_budget_and_channel_norm_ranking():
@@ -87,10 +103,15 @@ def test_absolute_budget_and_channel_norm_ranking():
     example = torch.randn(1, 1, 28, 28)
     dense = count_macs(model, example)[0]
     graph = ChannelGraph(copy.deepcopy(model), example)
-    result = prune_to_target(model, example, 0.6 * dense)
-    assert result.macs_after <= 0.6 * dense
+    plan, after = cut_by_norm(model, example, 0.6 * dense)
+    assert after <= 0.6 * dense
     # trial MACs agree with the real cut
     assert graph.trial_macs(torch.zeros(graph.num_channels, dtype=torch.bool)) == dense
+    mask = torch.zeros(graph.num_channels, dtype=torch.bool)
+    for name, idxs in plan["removed_channels"].items():
+        g = next(g for g in range(len(graph.sizes)) if graph.root_name(g) == name)
+        mask[graph.offsets[g] + torch.tensor(idxs)] = True
+    assert graph.trial_macs(mask) == after
 
 
 def test_latency_weight_moves_the_cut_to_the_weighted_group():
@@ -100,12 +121,11 @@ def test_latency_weight_moves_the_cut_to_the_weighted_group():
     graph = ChannelGraph(model, example)
     target = 0.8 * count_macs(model, example)[0]
     scores = torch.randn(graph.num_channels)
-    plain = graph.select_to_target(scores, target, None, 0.9)
+    plain = Budget(tuple(graph.sizes), graph.trial_macs, target, None, 0.9).select(scores)
     heavy = max(range(len(graph.sizes)), key=lambda g: graph.sizes[g])
     weight = torch.ones(len(graph.sizes))
     weight[heavy] = 100.0
-    graph.channel_weight = torch.repeat_interleave(weight, torch.tensor(graph.sizes))
-    weighted = graph.select_to_target(scores, target, None, 0.9)
+    weighted = Budget(tuple(graph.sizes), graph.trial_macs, target, None, 0.9, weight).select(scores)
     lo, hi = graph.offsets[heavy], graph.offsets[heavy + 1]
     assert weighted[lo:hi].sum() > plain[lo:hi].sum()
     assert graph.trial_macs(weighted) <= target

@@ -1,0 +1,197 @@
+"""How many channels each group loses and which ones: pure functions of a per-channel priority.
+
+A *priority* holds one number per global channel of a `graph.ChannelGraph` (higher = pruned first; the
+opposite sign of torch-pruning's importance). `sizes` are the groups' channel counts, in graph order.
+MACs come from an oracle `macs_of(mask) -> int` (in the pipeline: `ChannelGraph.trial_macs`, which
+measures a real cut), so nothing here estimates a cost.
+
+    mask = select_to_target(priority, graph.sizes, graph.trial_macs, 0.5 * dense_macs, round_to=8)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from catalyst_deploy.errors import CatalystDeployError
+
+MacsOracle = Callable[[torch.Tensor], int]
+CLOSE_ENOUGH = 0.995  # a cut within half a percent under the target is not worth more trial cuts
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Everything that decides how a priority becomes a prune set: the groups' sizes, the MACs oracle and
+    target, the per-group limits, and (latency-aware pruning) one weight per group."""
+
+    sizes: tuple[int, ...]
+    macs_of: MacsOracle
+    target_macs: float
+    round_to: int | None = 8
+    max_ratio: float = 0.9
+    group_weight: torch.Tensor | None = None
+
+    def select(self, priority: torch.Tensor, candidates: torch.Tensor | None = None) -> torch.Tensor:
+        """`select_to_target` under this budget (latency-weighted when `group_weight` is set)."""
+        if self.group_weight is not None:
+            priority = latency_weighted(priority, self.sizes, self.group_weight)
+        return select_to_target(priority, self.sizes, self.macs_of, self.target_macs, self.round_to, self.max_ratio,
+                                candidates)
+
+    def limit(self, chosen: torch.Tensor, priority: torch.Tensor, round_to: int | None = None) -> torch.Tensor:
+        return limit(chosen, priority, self.sizes, round_to, self.max_ratio)
+
+
+def offsets_of(sizes: Sequence[int]) -> list[int]:
+    out = [0]
+    for size in sizes:
+        out.append(out[-1] + size)
+    return out
+
+
+def allowed_prune_count(size: int, wanted: int, round_to: int | None, max_ratio: float) -> int:
+    """How many of `wanted` channels a group of `size` may lose: it keeps >= (1 - max_ratio) of them, at
+    least one `round_to` block, and a multiple of `round_to`."""
+    keep_min = max(1, math.ceil(size * (1.0 - max_ratio)), min(round_to or 1, size))
+    prune = min(wanted, size - keep_min)
+    if round_to and round_to > 1 and size > round_to:
+        keep = min(size, math.ceil((size - prune) / round_to) * round_to)
+        prune = size - keep
+    return max(0, prune)
+
+
+def limit(chosen: torch.Tensor, priority: torch.Tensor, sizes: Sequence[int], round_to: int | None,
+          max_ratio: float) -> torch.Tensor:
+    """Trim a boolean prune mask to what each group may lose (`allowed_prune_count`), dropping the
+    lowest-priority picks."""
+    offsets = offsets_of(sizes)
+    out = torch.zeros_like(chosen)
+    for g, size in enumerate(sizes):
+        lo = offsets[g]
+        picked = chosen[lo:lo + size].nonzero().flatten()
+        allowed = allowed_prune_count(size, len(picked), round_to, max_ratio)
+        if allowed > 0:
+            out[lo + picked[priority[lo:lo + size][picked].argsort(descending=True)[:allowed]]] = True
+    return out
+
+
+def select_to_target(priority: torch.Tensor, sizes: Sequence[int], macs_of: MacsOracle, target_macs: float,
+                     round_to: int | None = 8, max_ratio: float = 0.9,
+                     candidates: torch.Tensor | None = None) -> torch.Tensor:
+    """The smallest prefix of channels in descending `priority` (restricted to `candidates`) whose removal,
+    after `limit`, brings the measured MACs to <= `target_macs`; then filled back toward the target.
+
+    Raises CatalystDeployError when even the largest allowed cut stays above the target.
+    """
+    order = priority.argsort(descending=True)
+    if candidates is not None:
+        order = order[candidates[order]]
+
+    def mask_of(k: int) -> torch.Tensor:
+        m = torch.zeros(len(priority), dtype=torch.bool)
+        m[order[:k]] = True
+        return limit(m, priority, sizes, round_to, max_ratio)
+
+    lo, hi = 0, len(order)
+    smallest = macs_of(mask_of(hi))
+    if smallest > target_macs:
+        raise CatalystDeployError(f"the FLOPs target ({target_macs / 1e6:.3g}M MACs) cannot be reached: the largest "
+                                  f"allowed cut leaves {smallest / 1e6:.3g}M (at most {max_ratio:.0%} of each "
+                                  "layer's channels removed, counts in multiples of --round-to): raise the target, "
+                                  "--max-layer-ratio, or lower --round-to")
+    while lo < hi:  # smallest k with macs(k) <= target
+        mid = (lo + hi) // 2
+        if macs_of(mask_of(mid)) <= target_macs:
+            hi = mid
+        else:
+            lo = mid + 1
+    mask = _closest_feasible_prefix(mask_of, macs_of, lo, target_macs, round_to)
+    return _restore_blocks(mask, priority, sizes, macs_of, target_macs, round_to)
+
+
+def largest_cut_macs(sizes: Sequence[int], macs_of: MacsOracle, round_to: int | None, max_ratio: float) -> int:
+    """MACs left by the largest cut the per-group limits allow: the least a target can ask for."""
+    everything = torch.ones(sum(sizes), dtype=torch.bool)
+    return macs_of(limit(everything, torch.zeros(sum(sizes)), sizes, round_to, max_ratio))
+
+
+def group_ranks(priority: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
+    """Each channel's rank by `priority` within its own group: 0 for the group's lowest, size - 1 for its
+    highest (float, one per global channel)."""
+    return torch.cat([part.argsort().argsort().float() for part in priority.split(list(sizes))])
+
+
+def latency_weighted(priority: torch.Tensor, sizes: Sequence[int], group_weight: torch.Tensor) -> torch.Tensor:
+    """Latency-aware priority: the rank within each group spread over (0, 1], times the group's weight
+    (measured ms per MAC relative to the median, to a power; `bench.layer_latency`). Which channels go
+    within a layer follows `priority`; how many per layer follows the weights."""
+    counts = torch.tensor(list(sizes))
+    per_channel = torch.repeat_interleave(counts, counts).float()
+    return (group_ranks(priority, sizes) + 1) / per_channel * torch.repeat_interleave(group_weight.float(), counts)
+
+
+def _closest_feasible_prefix(mask_of, macs_of: MacsOracle, k: int, target_macs: float, round_to: int | None,
+                             tries: int = 8) -> torch.Tensor:
+    """Rounding makes MACs(k) step unevenly, so a slightly shorter prefix can also meet the target with
+    more MACs left: try a few and keep the feasible cut closest to the target."""
+    best = mask_of(k)
+    best_macs = macs_of(best)
+    step = max(1, round_to or 1)
+    for j in range(1, tries + 1):
+        if k - j * step < 0:
+            break
+        mask = mask_of(k - j * step)
+        macs = macs_of(mask)
+        if best_macs < macs <= target_macs:
+            best, best_macs = mask, macs
+    return best
+
+
+def _restore_blocks(mask: torch.Tensor, priority: torch.Tensor, sizes: Sequence[int], macs_of: MacsOracle,
+                    target_macs: float, round_to: int | None) -> torch.Tensor:
+    """One greedy pass: give each group back one `round_to` block of its lowest-priority pruned channels
+    while the measured MACs stay within the target (smallest groups first)."""
+    block = max(1, round_to or 1)
+    if macs_of(mask) >= CLOSE_ENOUGH * target_macs:
+        return mask
+    offsets = offsets_of(sizes)
+    pruned_groups = [g for g in range(len(sizes)) if mask[offsets[g]:offsets[g + 1]].any()]
+    for g in sorted(pruned_groups, key=lambda g: sizes[g]):
+        lo = offsets[g]
+        picked = mask[lo:lo + sizes[g]].nonzero().flatten()
+        if len(picked) < block:
+            continue
+        trial = mask.clone()
+        trial[lo + picked[priority[lo:lo + sizes[g]][picked].argsort()[:block]]] = False
+        macs = macs_of(trial)
+        if macs <= target_macs:
+            mask = trial
+            if macs >= CLOSE_ENOUGH * target_macs:
+                break
+    return mask
+
+
+def channel_multiple(needs_gpu: bool) -> int:
+    """The channel-count multiple that suits a backend's kernels, for `round_to`.
+
+    CPU (ONNX Runtime): the NCHWc block of its convolutions, 16 where the CPU has AVX-512F and 8 otherwise
+    (benchmarks/RESULTS.md, latency section). GPU: 8, the fp16 tensor-core alignment (not measured here).
+    """
+    if needs_gpu:
+        return 8
+    return 16 if "avx512f" in cpu_flags() else 8
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where it is not readable)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()

@@ -1,0 +1,117 @@
+"""Checkpoints of a prune run, so that a killed or interrupted run continues where it stopped.
+
+One file, `checkpoints/last.pt` in the run folder, written atomically at an interval and at every phase
+end: the phase and its step, the model's state (and the plan once cut), the optimizer, the method and
+controller states, the RNG states, the partial report, and a hash of the settings that decide the
+result. `prune --resume OUT` refuses a checkpoint made with other settings, naming the keys that differ.
+SIGINT and SIGTERM save a checkpoint at the next step boundary and stop with a one-line message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import signal
+from contextlib import contextmanager
+from typing import Iterator
+
+from catalyst_deploy.errors import CatalystDeployError, UsageError
+from catalyst_deploy.rundir import CHECKPOINTS, RunFolder
+
+CHECKPOINT = f"{CHECKPOINTS}/last.pt"
+# settings that do not change what a run computes: they may differ on --resume
+NOT_DECIDING = {"out", "overwrite", "resume", "threads", "workers", "checkpoint_every", "export", "bench",
+                "record_every"}
+
+
+class Interrupted(CatalystDeployError):
+    """SIGINT / SIGTERM: a checkpoint was saved; the message says how to continue."""
+
+    exit_code = 130
+
+
+def deciding_settings(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k not in NOT_DECIDING}
+
+
+def settings_hash(config: dict) -> str:
+    return hashlib.sha256(json.dumps(deciding_settings(config), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def rng_state() -> dict:
+    import torch
+
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    import torch
+
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Checkpointer:
+    """Saves and loads the run's checkpoint through its RunFolder; watches SIGINT/SIGTERM."""
+
+    def __init__(self, folder: RunFolder, config: dict, enabled: bool = True):
+        self.folder, self.config, self.enabled = folder, config, enabled
+        self.hash = settings_hash(config)
+        self.stop_requested: str | None = None
+
+    def save(self, payload: dict) -> None:
+        import torch
+
+        if not self.enabled:
+            return
+        payload = {**payload, "settings_hash": self.hash, "settings": deciding_settings(self.config),
+                   "rng": rng_state()}
+        self.folder.write_with(CHECKPOINT, lambda tmp: torch.save(payload, tmp))
+
+    def load(self) -> dict:
+        """The checkpoint of the run being resumed; UsageError when it is missing or made with other settings."""
+        import torch
+
+        path = self.folder.file(CHECKPOINT)
+        if not path.is_file():
+            raise UsageError(f"--resume: {self.folder.path} has no checkpoint to continue from")
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=False)  # written by this tool, in its folder
+        except Exception as err:  # a truncated file: the atomic writer makes this unlikely
+            raise UsageError(f"--resume: cannot read {path}: {str(err).splitlines()[0]}") from None
+        if payload.get("settings_hash") != self.hash:
+            theirs, ours = payload.get("settings", {}), deciding_settings(self.config)
+            differ = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+            raise UsageError(f"--resume: the run in {self.folder.path} was made with other settings "
+                             f"({', '.join(differ[:6]) or 'unknown'} differ): pass the same settings, or --overwrite")
+        return payload
+
+    def check_stop(self, save) -> None:
+        """After a step: if a stop signal came, `save()` a checkpoint and raise Interrupted."""
+        if self.stop_requested:
+            save()
+            raise Interrupted(f"{self.stop_requested}: checkpoint saved; continue with "
+                              f"`catalyst-deploy prune ... --out {self.folder.path} --resume`")
+
+    @contextmanager
+    def watching_signals(self) -> Iterator[None]:
+        def request(signum, _frame):
+            self.stop_requested = signal.Signals(signum).name
+
+        previous = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                previous[sig] = signal.signal(sig, request)
+            except ValueError:  # not the main thread (e.g. a test runner's worker): no handler
+                pass
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)

@@ -1,0 +1,100 @@
+"""After the cut: export the pruned model (and, for `--bench`, the dense one the same way) and time the
+files that ship, dense against pruned, on the backends the format table lists for each format.
+
+A failure here never throws away the trained model: each format's error is recorded in the report (and
+makes `prune` exit 1), and what succeeded stays in the run folder.
+"""
+
+from __future__ import annotations
+
+from catalyst_deploy.errors import CatalystDeployError
+
+
+def deploy(cfg, s, dense, plan, report, folder, log) -> None:
+    formats = list(cfg.export.formats)
+    if cfg.bench.enabled and not formats:
+        formats = ["onnx"]  # --bench alone: benchmark the ONNX files
+    if not formats:
+        return
+    from catalyst_deploy.outputs import model_meta
+
+    pruned = s.model.cpu().eval()
+    example = s.example.cpu()
+    meta = {k: str(v) for k, v in model_meta(report, s.info).items()}
+    shipped = {}
+    for fmt in formats:
+        path = export_one(fmt, pruned, example, folder, "model", report, log, plan=plan, metadata=meta)
+        if path is not None:
+            shipped[fmt] = path
+    if cfg.bench.enabled and shipped:
+        report.latency = bench_files(cfg, dense, example, shipped, report, folder, log)
+
+
+def export_one(fmt: str, model, example, folder, stem: str, report, log, plan=None, metadata=None):
+    """Export `model` to `fmt` as STEM+suffix in the run folder; the path, or None (error in the report)."""
+    from catalyst_deploy import api
+    from catalyst_deploy.exporters import ExportOptions, output_paths
+    from catalyst_deploy.formats import get_format
+
+    name = f"{stem}{get_format(fmt).suffix}"
+    options = ExportOptions(**_options(report.config["export"], fmt))
+    log(f"exporting {fmt} -> {name}")
+    try:
+        result = api.export(model, fmt, folder.file(name), example=example, options=options, overwrite=True,
+                            plan=plan if fmt == "torch" else None,
+                            metadata=metadata if fmt == "onnx" else None)
+    except CatalystDeployError as err:
+        if stem == "model":
+            report.exports[fmt] = {"error": str(err)}
+        log(f"{fmt} export failed: {err}")
+        return None
+    for path in output_paths(fmt, folder.file(name), with_plan=plan is not None and fmt == "torch"):
+        folder.record(path.name)
+    if stem == "model":
+        report.exports[fmt] = {"path": name, "max_abs_diff": result.max_abs_diff, "atol": result.atol}
+    return folder.file(name)
+
+
+def bench_files(cfg, dense, example, shipped: dict, report, folder, log) -> dict:
+    """Time each shipped file against the dense model exported the same way; bench.json/.md/.png."""
+    from catalyst_deploy.bench.harness import BenchOptions, merge_reports, run_benchmark
+    from catalyst_deploy.bench.report import write_bench_files
+    from catalyst_deploy.formats import get_format
+
+    reports = []
+    for fmt, pruned_path in shipped.items():
+        dense_path = export_one(fmt, dense, example, folder, "dense", report, log)
+        if dense_path is None:
+            continue
+        backends = _usable_backends(get_format(fmt).backends)
+        if not backends:
+            continue
+        options = BenchOptions(backends=backends, batches=cfg.bench.batches, input_shape=tuple(example.shape[1:]),
+                               threads=cfg.bench.threads, min_time_s=cfg.bench.min_time_s, min_runs=cfg.bench.min_runs,
+                               flops_ratio=report.macs.ratio, trust_pickle=True)  # files this run wrote
+        log(f"benchmarking {fmt} files on {', '.join(backends)}, batch {list(cfg.bench.batches)}")
+        reports.append(run_benchmark(pruned_path, dense_path, options))
+    if not reports:
+        return {"error": "nothing could be benchmarked here"}
+    merged = merge_reports(reports)
+    write_bench_files(merged, folder.path, folder)
+    from catalyst_deploy.render.bench import to_markdown
+
+    cells = [{"backend": r["backend"], "batch": r["batch"], "ratio": r["latency_ratio"],
+              "dense_ms": merged.cell(r["backend"], r["batch"], "baseline").stats.p50_ms,
+              "pruned_ms": merged.cell(r["backend"], r["batch"], "pruned").stats.p50_ms} for r in merged.ratios()]
+    return {"cells": cells, "bench_json": "bench.json", "markdown": to_markdown(merged)}
+
+
+def _usable_backends(names) -> tuple[str, ...]:
+    from catalyst_deploy.bench.backends import unavailable_reason
+
+    return tuple(n for n in names if unavailable_reason(n) is None)
+
+
+def _options(export_settings: dict, fmt: str) -> dict:
+    """The recipe's export options that format `fmt` takes."""
+    from catalyst_deploy.formats import get_format
+
+    takes = get_format(fmt).options
+    return {k: v for k, v in export_settings.items() if k in takes and v is not None}

@@ -1,0 +1,221 @@
+"""The prunable channel groups of a model (torch-pruning's DependencyGraph), their producer slices, and
+the plans and trial cuts built from them.
+
+The unit everywhere is a *channel group*: the DependencyGraph couples every layer slice that must lose a
+channel together (a conv's filters, the BN after it, each consumer's input columns, everything tied by
+residual adds or concatenation). Channels are numbered globally: channel `k` is channel `k - offsets[g]`
+of group `g`. What to prune is decided elsewhere (`allocation`, `methods`); this module only knows the
+structure.
+
+    graph = ChannelGraph(model, example)
+    plan = graph.plan_for(mask)          # mask: one bool per global channel
+    graph.trial_macs(mask)               # MACs with those channels removed, measured on a cut copy
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from catalyst_deploy.errors import UsageError, did_you_mean
+from catalyst_deploy.macs import count_macs
+from catalyst_deploy.plan import apply_plan, layer_pruner, make_plan
+
+
+@dataclass(frozen=True)
+class ParamSlice:
+    """The positions `pos` along `dim` of `param` that produce global channels `chan` (same length)."""
+
+    param: nn.Parameter
+    dim: int
+    pos: torch.Tensor
+    chan: torch.Tensor
+
+
+def output_layer(model: nn.Module, example: torch.Tensor) -> nn.Module | None:
+    """The last Conv/Linear executed in a forward pass: the classifier head, never pruned."""
+    order: list[nn.Module] = []
+    hooks = [m.register_forward_hook(lambda mod, _i, _o: order.append(mod)) for m in model.modules()
+             if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))]
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(example)
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return order[-1] if order else None
+
+
+class ChannelGraph:
+    """The prunable channel groups of `model` on `example`.
+
+    `ignore` names modules (as in `model.named_modules()`) whose channels stay whole; the output layer is
+    always ignored. Groups that cannot be pruned safely (grouped non-depthwise convs, bare parameters, a
+    single channel) are left out. Trial cuts are made on a copy of the model taken here, so later changes
+    to the live model (hooks, parametrizations, training) never reach them.
+    """
+
+    def __init__(self, model: nn.Module, example: torch.Tensor, ignore: Sequence[str] = ()):
+        import torch_pruning as tp
+
+        self.model, self.example = model, example
+        self.names = {m: n for n, m in model.named_modules()}
+        ignored = self._resolve_ignored(ignore)
+        self.dg = _build_dependency_graph(model, example)
+        roots = (tp.ops.TORCH_CONV, tp.ops.TORCH_LINEAR)
+        self.groups = [g for g in self.dg.get_all_groups(ignored_layers=ignored, root_module_types=roots)
+                       if _prunable(g)]
+        self.sizes = [len(g[0].idxs) for g in self.groups]
+        self.offsets = [0]
+        for size in self.sizes:
+            self.offsets.append(self.offsets[-1] + size)
+        self._architecture = copy.deepcopy(model).cpu()  # for trial cuts only
+
+    @property
+    def num_channels(self) -> int:
+        return self.offsets[-1]
+
+    def root_name(self, g: int) -> str:
+        return self.names.get(self.groups[g][0].dep.target.module, "?")
+
+    def group_of_channel(self) -> torch.Tensor:
+        """Group index of every global channel."""
+        return torch.repeat_interleave(torch.arange(len(self.sizes)), torch.tensor(self.sizes))
+
+    # ---- producer slices (what a regularizer acts on) ------------------------------------------
+    def producer_slices(self, skip_normalized: bool = False) -> list[ParamSlice]:
+        """Every parameter slice that *produces* a channel: conv/linear output rows, biases, norm scale/shift.
+
+        Consumers' input columns are left out on purpose, so that no parameter entry belongs to two
+        channels: a channel whose producer slices are all zero outputs exactly zero (for activations with
+        f(0) = 0), and scaling a channel's producer slices scales the channel.
+
+        `skip_normalized` also leaves out the rows of convs/linears whose output goes only into a
+        BatchNorm: the BN makes them scale-invariant, while BN scale and shift alone set the channel.
+        """
+        skip = self._normalized_producers() if skip_normalized else set()
+        owner: dict[tuple[int, int], tuple[nn.Parameter, int, dict[int, int]]] = {}
+        for g, group in enumerate(self.groups):
+            for item in group:
+                dep = item.dep
+                if not self.dg.is_out_channel_pruning_fn(dep.handler) or dep.target.module in skip:
+                    continue
+                for param, dim in _output_params(dep.target.module):
+                    entry = owner.setdefault((id(param), dim), (param, dim, {}))
+                    for pos, root in zip(item.idxs, item.root_idxs):
+                        entry[2].setdefault(int(pos), self.offsets[g] + int(root))
+        slices = []
+        for param, dim, mapping in owner.values():
+            order = sorted(mapping)
+            slices.append(ParamSlice(param, dim, torch.tensor(order, dtype=torch.long, device=param.device),
+                                     torch.tensor([mapping[p] for p in order], dtype=torch.long, device=param.device)))
+        return slices
+
+    def _normalized_producers(self) -> set[nn.Module]:
+        """Convs/linears whose every consumer is a BatchNorm."""
+        found = set()
+        for module, node in self.dg.module2node.items():
+            if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)) and node.outputs and all(
+                    isinstance(out.module, nn.modules.batchnorm._BatchNorm) for out in node.outputs):
+                found.add(module)
+        return found
+
+    # ---- plans and trial cuts --------------------------------------------------------------------
+    def plan_for(self, mask: torch.Tensor) -> dict:
+        """The layer plan that removes the channels set in the global boolean `mask`."""
+        removed: dict[str, dict[str, set[int]]] = {}
+        removed_channels: dict[str, list[int]] = {}
+        for g, group in enumerate(self.groups):
+            idxs = mask[self.offsets[g]:self.offsets[g + 1]].nonzero().flatten().tolist()
+            if not idxs:
+                continue
+            removed_channels[self.root_name(g)] = idxs
+            root = group[0].dep
+            for item in self.dg.get_pruning_group(root.target.module, root.handler, idxs):
+                module = item.dep.target.module
+                if module not in self.names or layer_pruner(module) is None:
+                    continue  # index-only nodes (add, concat, flatten) have nothing to cut
+                kind = "out" if self.dg.is_out_channel_pruning_fn(item.dep.handler) else "in"
+                removed.setdefault(self.names[module], {}).setdefault(kind, set()).update(int(i) for i in item.idxs)
+        return make_plan(self._architecture, removed, removed_channels)
+
+    def trial_macs(self, mask: torch.Tensor) -> int:
+        """MACs of the model with the channels in `mask` removed, measured by cutting a copy."""
+        trial = apply_plan(copy.deepcopy(self._architecture), self.plan_for(mask))
+        return count_macs(trial, self.example.cpu())[0]
+
+    def layers_of_group(self, g: int) -> list[str]:
+        """Names of the layers whose input or output channels group `g` sets."""
+        mask = torch.zeros(self.num_channels, dtype=torch.bool)
+        mask[self.offsets[g]] = True
+        return list(self.plan_for(mask)["layers"])
+
+    def _resolve_ignored(self, ignore: Sequence[str]) -> list[nn.Module]:
+        modules = dict(self.model.named_modules())
+        missing = [n for n in ignore if n not in modules]
+        if missing:
+            raise UsageError(f"--ignore {missing[0]!r} is not a module of the model{did_you_mean(missing[0], modules)}")
+        ignored = [sub for n in ignore for sub in modules[n].modules()]  # a block name covers its layers
+        head = output_layer(self.model, self.example)
+        return ignored + ([head] if head is not None else [])
+
+
+def channel_norms(slices: Sequence[ParamSlice], num_channels: int) -> torch.Tensor:
+    """L2 norm of every channel's producer slices (one fused pass over the parameters), on the CPU."""
+    device = slices[0].param.device if slices else torch.device("cpu")
+    sq = torch.zeros(num_channels, device=device, dtype=torch.float32)
+    with torch.no_grad():
+        for s in slices:
+            other = [d for d in range(s.param.dim()) if d != s.dim]
+            per_pos = s.param.detach().float().pow(2).sum(dim=other) if other else s.param.detach().float().pow(2)
+            sq.index_add_(0, s.chan, per_pos[s.pos])
+    return sq.sqrt().cpu()
+
+
+def _build_dependency_graph(model: nn.Module, example: torch.Tensor):
+    import torch_pruning as tp
+
+    was_training = model.training
+    frozen = [p for p in model.parameters() if not p.requires_grad]
+    for p in frozen:  # torch-pruning traces autograd: a frozen layer would vanish from the graph
+        p.requires_grad_(True)
+    try:
+        model.eval()
+        return tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    finally:
+        model.train(was_training)
+        for p in frozen:
+            p.requires_grad_(False)
+
+
+def _prunable(group) -> bool:
+    if len(group[0].idxs) < 2:
+        return False
+    for dep, _ in group:
+        m = dep.target.module
+        if isinstance(m, nn.Parameter) or not isinstance(m, nn.Module):
+            return False
+        if isinstance(m, nn.modules.conv._ConvNd) and 1 < m.groups < m.in_channels:
+            return False  # grouped (not depthwise) conv: channel counts must stay divisible
+    return True
+
+
+def _output_params(module: nn.Module) -> list[tuple[nn.Parameter, int]]:
+    """(parameter, channel dim) pairs that produce `module`'s output channels."""
+    params = []
+    if isinstance(module, nn.modules.conv._ConvNd):
+        params.append((module.weight, 1 if module.transposed else 0))
+    elif isinstance(module, (nn.Linear, nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.PReLU)):
+        if getattr(module, "weight", None) is not None:
+            params.append((module.weight, 0))
+    else:
+        return []
+    if getattr(module, "bias", None) is not None:
+        params.append((module.bias, 0))
+    return [(p, d) for p, d in params if isinstance(p, nn.Parameter) and p.dim() > d]

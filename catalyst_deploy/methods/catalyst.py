@@ -1,0 +1,160 @@
+"""The Catalyst regularizer (Jung & Lee, ICML 2025 HiLD workshop), in its bypass form; docs/method.md.
+
+Each prunable channel j gets a *gate* s_j, a scalar that multiplies the channel's producer parameters
+(BN scale and shift, or the conv/linear rows and bias when no BN follows). It starts at 1, so the model
+computes exactly what it did, and trains with the task loss like any weight. The catalyst d_j >= 0 lives
+outside the model. The penalty is
+
+    lambda * sum_j w_j * d_j * |s_j|          (w_j: the MACs removing channel j saves, mean 1)
+
+and after every optimizer step both sides take the same proximal step (eta*lambda*w_j):
+
+    |s| <- max(0, |s| - eta*lambda*w*d)       d <- max(0, d - eta*lambda*w*|s_old|)
+
+Its zero set {s = 0 or d = 0} is the set of lossless prunings. Under the penalty alone s^2 - d^2 only
+shrinks by (1 - (eta*lambda*w)^2), so the decision c = d/|s| (> 1 prune, < 1 keep) flips only when the
+task gradient on s moves it; every channel starts at c = c0 > 1 and must be defended to be kept. Because
+s is the channel's *relative* scale, a channel's magnitude never enters its decision: the task gradient on
+s is the same whatever the channel's weights are scaled by (a function-preserving rescale). At the cut the
+gates are folded into the producer parameters, so the exported model has no extra op.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from catalyst_deploy.methods.base import PruningMethod
+
+if TYPE_CHECKING:
+    import torch
+
+    from catalyst_deploy.allocation import Budget
+    from catalyst_deploy.graph import ChannelGraph
+
+
+class CatalystRegularizer(PruningMethod):
+    """The gates, the catalyst variables and the proximal update. The schedule (lambda, when to freeze)
+    is `methods.controller.CatalystController`'s."""
+
+    def __init__(self, c0: float = 1.05, cost_aware: bool = True, gate_lr: float = 1.0):
+        self.c0, self.cost_aware, self.gate_lr = c0, cost_aware, gate_lr
+        self.lam = 0.0
+        self.frozen: torch.Tensor | None = None  # bool mask of the prune set once frozen
+        self.frozen_step = 0.0
+        self.steps = 0
+        self.history: list[tuple[int, float]] = []
+
+    @classmethod
+    def from_config(cls, cfg) -> "CatalystRegularizer":
+        s = cfg.catalyst
+        return cls(c0=s.c0, cost_aware=s.cost_aware, gate_lr=s.gate_lr)
+
+    # ---- PruningMethod -------------------------------------------------------------------------
+    def start(self, graph: ChannelGraph, budget: Budget) -> None:
+        import torch
+
+        from catalyst_deploy.methods.gates import attach_gates, channel_costs
+
+        super().start(graph, budget)
+        device = next(graph.model.parameters()).device
+        costs = channel_costs(graph, budget) if self.cost_aware else torch.ones(graph.num_channels)
+        self.weights = costs.to(device)
+        self.gates = attach_gates(graph, device)
+        self.d = torch.full((graph.num_channels,), float(self.c0), device=device)
+        self.collapsed_at = torch.full((graph.num_channels,), -1, dtype=torch.long, device=device)
+
+    @property
+    def s(self):
+        return self.gates.s
+
+    def no_decay_params(self) -> list:
+        return [self.gates.s]
+
+    def lr_scales(self) -> dict:
+        return {id(self.gates.s): self.gate_lr}
+
+    def after_step(self, lr: float) -> None:
+        import torch
+
+        self.steps += 1
+        with torch.no_grad():
+            if self.frozen is None:
+                self.prox(torch.full_like(self.d, lr * self.lam) * self.weights)
+            else:
+                self.prox(torch.where(self.frozen, self.frozen_step, 0.0) * self.weights)
+
+    def priority(self) -> torch.Tensor:
+        """Collapsed channels (s = 0) first, the earliest collapse first; then by log c, highest first."""
+        import torch
+
+        collapsed = self.s.detach() == 0
+        early_first = 1e4 - self.collapsed_at.float() / max(1, self.steps)
+        log_c = self.log_ratio().clamp(-1e3, 1e3)
+        return torch.where(collapsed, early_first, log_c).cpu()
+
+    def state(self) -> dict:
+        return {"lambda_history": self.history, "collapsed": int((self.s.detach() == 0).sum()),
+                "kept_d_zero": int((self.d == 0).sum()), "channels": self.graph.num_channels}
+
+    def state_dict(self) -> dict:
+        return {"d": self.d, "collapsed_at": self.collapsed_at, "lam": self.lam, "steps": self.steps,
+                "frozen": self.frozen, "frozen_step": self.frozen_step, "history": self.history}
+
+    def load_state_dict(self, state: dict) -> None:
+        device = self.d.device
+        self.d, self.collapsed_at = state["d"].to(device), state["collapsed_at"].to(device)
+        self.lam, self.steps, self.history = state["lam"], state["steps"], list(state["history"])
+        self.frozen = None if state["frozen"] is None else state["frozen"].to(device)
+        self.frozen_step = state["frozen_step"]
+
+    # ---- the update ------------------------------------------------------------------------------
+    def prox(self, step: torch.Tensor) -> None:
+        """One proximal step with per-channel step size `step` (= eta*lambda*w), all channels at once."""
+        import torch
+
+        s = self.s.data
+        size = s.abs()
+        shrunk = (size - step * self.d).clamp_min(0.0)
+        d_next = (self.d - step * size).clamp_min(0.0)
+        self.collapsed_at = torch.where((shrunk == 0) & (size > 0), self.steps, self.collapsed_at)
+        s.copy_(torch.sign(s) * shrunk)
+        self.d = d_next if self.frozen is None else torch.where(self.frozen, self.d, d_next)
+
+    def ratio(self) -> torch.Tensor:
+        """c = d/|s| per channel: inf where s = 0 (the channel is dead whatever d is), 0 where d = 0 < |s|."""
+        import torch
+
+        size = self.s.detach().abs()
+        return torch.where(size > 0, self.d / size.clamp_min(1e-30), torch.full_like(size, math.inf))
+
+    def log_ratio(self) -> torch.Tensor:
+        """log c: +inf for s = 0, -inf for d = 0."""
+        return self.ratio().log()
+
+    def set_lambda(self, lam: float, step: int) -> None:
+        self.lam = lam
+        self.history.append((step, lam))
+
+    def freeze(self, prune: torch.Tensor, step_size: float, restore: bool) -> None:
+        """Fix the prune set: kept channels get d = 0 (free from now on) and, with `restore`, their full
+        scale back (s = 1: the phase shrinks every channel while it decides, and a shrunken survivor does
+        not grow back in recovery); channels of the set that are not at s = 0 yet are driven there with
+        the constant step `step_size`, d held fixed so the task gradient cannot wear it down."""
+        import torch
+
+        prune = prune.to(self.d.device)
+        self.frozen, self.frozen_step = prune, step_size
+        with torch.no_grad():
+            size = self.s.data.abs()
+            self.d = torch.where(prune, torch.maximum(self.d, 2.0 * size), torch.zeros_like(self.d))
+            if restore:
+                self.s.data.copy_(torch.where(prune, self.s.data, torch.ones_like(self.s.data)))
+
+    def settled(self) -> bool:
+        """True once the frozen prune set is exactly zero (the cut is then lossless)."""
+        return self.frozen is not None and bool((self.s.detach()[self.frozen] == 0).all())
+
+    def fold(self) -> None:
+        """Multiply each gate into its producer parameters and remove the gates (exact: same function)."""
+        self.gates.fold()

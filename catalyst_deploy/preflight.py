@@ -1,0 +1,80 @@
+"""Everything a prune run can check before it trains, so that a mistake costs seconds, not hours.
+
+- every `--export` format and the `--latency-aware` backend can run on this machine;
+- the model runs forward on the example input, and one batch of each split goes through it;
+- the FLOPs target is reachable under --round-to / --max-layer-ratio / --ignore (the reachable minimum
+  is named), and it removes something.
+"""
+
+from __future__ import annotations
+
+from catalyst_deploy.errors import MissingDependency, UsageError
+
+
+def check_deployment(cfg) -> None:
+    """Export formats and benchmark backends asked for are usable here (MissingDependency otherwise)."""
+    from catalyst_deploy.bench.backends import unavailable_reason
+    from catalyst_deploy.exporters import exporter_unavailable_reason
+
+    for fmt in cfg.export.formats:
+        reason = exporter_unavailable_reason(fmt)
+        if reason:
+            raise MissingDependency(f"--export {fmt} cannot run here: {reason}")
+    if cfg.latency_aware:
+        reason = unavailable_reason(cfg.latency_aware)
+        if reason:
+            raise MissingDependency(f"--latency-aware {cfg.latency_aware} cannot run here: {reason}")
+
+
+def check_forward(model, example, what: str) -> None:
+    """UsageError when `model` fails on `example` (wrong channel count, too small an image...)."""
+    import torch
+
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(example)
+    except Exception as err:  # any failure of the user's model on this input
+        shape = ",".join(map(str, example.shape))
+        raise UsageError(f"the model does not run on {what} {shape}: {_first_line(err)} "
+                         "(check --input-shape, or the data's channels and size)") from None
+    finally:
+        model.train(was_training)
+
+
+def check_data(model, loaders, device) -> None:
+    """One batch of every loader through the model (reads, decodes and transforms real samples)."""
+    import torch
+
+    for name, loader in loaders.items():
+        if loader is None:
+            continue
+        try:
+            x, _ = next(iter(loader))
+        except StopIteration:
+            raise UsageError(f"the {name} split is empty") from None
+        check_forward(model, x[:2].to(device), f"a {name} batch of shape")
+        del x
+    torch.set_grad_enabled(True)
+
+
+def check_target(cfg, budget, dense_macs: int) -> None:
+    """UsageError when the target asks for nothing or for more than the limits allow."""
+    from catalyst_deploy.allocation import largest_cut_macs
+
+    target = budget.target_macs
+    if target >= dense_macs:
+        raise UsageError(f"--target-flops {cfg.target_flops} allows {target / 1e6:.4g}M MACs, and the model has only "
+                         f"{dense_macs / 1e6:.4g}M: nothing would be pruned; give a share such as 0.5 or a smaller "
+                         "budget")
+    least = largest_cut_macs(budget.sizes, budget.macs_of, budget.round_to, budget.max_ratio)
+    if least > target:
+        raise UsageError(f"--target-flops {cfg.target_flops} cannot be reached: the most these limits allow is "
+                         f"{least / dense_macs:.3f} of the dense MACs ({least / 1e6:.4g}M) with --round-to "
+                         f"{cfg.round_to} and --max-layer-ratio {cfg.max_layer_ratio}; raise the target or "
+                         "relax the limits")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__

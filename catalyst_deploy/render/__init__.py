@@ -1,0 +1,8 @@
+"""Presentation: every terminal table, markdown file and plot the tool produces.
+
+    progress  rich progress bars for training phases
+    prune     the prune report as a terminal summary and report.md
+    bench     the benchmark report as a terminal table and bench.md
+    env       the environment report
+    plots     bifurcation.png and latency.png (matplotlib's object API: no global backend switch)
+"""
