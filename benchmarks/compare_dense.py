@@ -1,11 +1,10 @@
 """Dense models for `compare.py`: trained once per seed and cached, so that every method starts from the
-same weights; plus the probe that times a training epoch and an evaluation before the run is planned."""
+same weights; and each channel's single-channel ablation loss on the held-out split."""
 
 from __future__ import annotations
 
 import json
 import random
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -52,6 +51,54 @@ class DenseModel:
     train_seconds: float
     cached: bool = False
 
+    def ablation(self, args) -> list[float]:
+        """Each global channel's single-channel ablation loss on the held-out split (cached beside the model)."""
+        path = self.path.with_suffix(".ablation.json")
+        if not path.is_file():
+            path.write_text(json.dumps(ablation_losses(self.path, args)))
+        return json.loads(path.read_text())
+
+
+def ablation_losses(model_path: Path, args, images: int = 2048) -> list[float]:
+    """Validation loss increase when one channel's producer slices (BN scale and shift, or the rows of a conv
+    without BN) are zeroed, for every global channel of the channel graph, one at a time."""
+    from catalyst_deploy.data import load_dataset
+    from catalyst_deploy.graph import ChannelGraph
+
+    model = load_model(str(model_path)).eval()
+    splits = load_dataset(args.data, val_size=5000)
+    x = torch.stack([splits.val[i][0] for i in range(min(images, len(splits.val)))])
+    y = torch.tensor([splits.val[i][1] for i in range(len(x))])
+    graph = ChannelGraph(model, x[:1])
+    slices = graph.producer_slices(skip_normalized=True)
+    loss = nn.CrossEntropyLoss()
+    with torch.no_grad():
+        base = float(loss(model(x), y))
+        out = []
+        for channel in range(graph.num_channels):
+            saved = [(sl, sl.pos[sl.chan == channel]) for sl in slices if (sl.chan == channel).any()]
+            backup = [sl.param.index_select(sl.dim, pos).clone() for sl, pos in saved]
+            for sl, pos in saved:
+                sl.param.index_fill_(sl.dim, pos, 0.0)
+            out.append(round(float(loss(model(x), y)) - base, 6))
+            for (sl, pos), old in zip(saved, backup):
+                sl.param.index_copy_(sl.dim, pos, old)
+    return out
+
+
+def dense_models(args) -> dict[int, DenseModel]:
+    """compare.py's dense models by seed (trained and cached first when missing), on the training split
+    minus the held-out validation images."""
+    from catalyst_deploy.data import load_dataset, make_loaders
+
+    splits = load_dataset(args.data, val_size=5000, train_limit=2000 if args.quick else None,
+                          test_limit=500 if args.quick else None)
+    recipe = DenseRecipe((32, 64, 128), 1.0 if args.quick else 10.0, 0.1, 0.9, 5e-4, 128, 8 if args.quick else None,
+                         2000 if args.quick else None, args.data, val_size=5000)
+    seeds = sorted(set(args.seeds) | {0})
+    return {seed: cached_dense_model(recipe, seed, make_loaders(splits, 128, seed=seed), torch.device("cpu"),
+                                     args.cache) for seed in seeds}
+
 
 class EpochEvaluator:
     """Training-loop hooks that evaluate on the test set at the end of every epoch (the convergence curve)."""
@@ -70,10 +117,8 @@ class EpochEvaluator:
     def status(self) -> dict:
         return {}
 
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
+    def done(self) -> bool:
+        return False
 
 
 def cached_dense_model(recipe: DenseRecipe, seed: int, loaders, device: torch.device, cache: Path,
@@ -99,36 +144,15 @@ def cached_dense_model(recipe: DenseRecipe, seed: int, loaders, device: torch.de
 def train_dense(recipe: DenseRecipe, seed: int, loaders, device: torch.device) -> tuple[nn.Module, list[float], float]:
     """A fresh small ResNet trained with SGD and one cosine schedule; returns it, the test accuracy after
     each epoch (and at the end), and the seconds it took."""
-    seed_everything(seed)
+    random.seed(seed)
+    torch.manual_seed(seed)
     train_loader, test_loader = loaders
     model = small_resnet(in_channels=1, num_classes=10, widths=recipe.widths).to(device)
     per_epoch = min(len(train_loader), recipe.steps_per_epoch or len(train_loader))
-    settings = PhaseSettings(recipe.epochs, recipe.lr, recipe.momentum, recipe.weight_decay, recipe.steps_per_epoch)
+    settings = PhaseSettings(int(round(recipe.epochs * per_epoch)), recipe.lr, recipe.momentum, recipe.weight_decay)
     hooks = EpochEvaluator(model, test_loader, device, per_epoch)
     stats = train_phase(model, train_loader, device, settings, label=f"dense seed {seed}", hooks=hooks)
     curve = hooks.curve
     if not curve or stats.steps % per_epoch:  # a fractional last epoch: evaluate the end state too
         curve = curve + [round(evaluate(model, test_loader, device), 2)]
     return model, curve, stats.seconds
-
-
-def load_dense(dense: DenseModel) -> nn.Module:
-    """The cached dense module, on the CPU in eval mode."""
-    return load_model(str(dense.path))
-
-
-def time_training(widths: tuple[int, ...], loaders, device: torch.device, steps: int = 12,
-                  eval_batches: int = 8) -> tuple[float, float]:
-    """Seconds per training step and per evaluation batch of a fresh small ResNet on these loaders
-    (after one warm-up step; at most one epoch of steps): the unit costs the run's budget is planned with."""
-    train_loader, test_loader = loaders
-    model = small_resnet(in_channels=1, num_classes=10, widths=widths).to(device)
-    steps = min(steps, len(train_loader))
-    train_phase(model, train_loader, device, PhaseSettings(epochs=1 / len(train_loader), lr=0.01), label="warmup")
-    stats = train_phase(model, train_loader, device, PhaseSettings(epochs=steps / len(train_loader), lr=0.01),
-                        label="probe")
-    step_s = stats.seconds / max(stats.steps, 1)
-    batches = min(eval_batches, len(test_loader))
-    start = time.perf_counter()
-    evaluate(model, test_loader, device, max_batches=batches)
-    return step_s, (time.perf_counter() - start) / max(batches, 1)

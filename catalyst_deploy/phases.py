@@ -64,7 +64,7 @@ class PhaseRunner:
 
         self.resume = payload
         restored = PruneReport.from_dict(payload["report"])
-        for key in ("accuracy", "val_accuracy", "steps", "seconds", "catalyst", "latency_aware"):
+        for key in ("accuracy", "val_accuracy", "steps", "seconds", "catalyst", "latency_aware", "channels"):
             setattr(self.rep, key, getattr(restored, key))
         self.unused_steps = payload.get("unused_steps", 0)
         self.dense_state = payload.get("dense_state")
@@ -124,7 +124,9 @@ class PhaseRunner:
                             lr_scales=method.lr_scales() if hasattr(method, "lr_scales") else None,
                             state=state, extra=extra, epoch_base=1000)
         self.measure("after_regularization")
-        mask = self._finish_catalyst(method, controller, stats.steps) if controller else s.budget.select(method.priority())
+        priority = method.priority()
+        self.rep.channels["priority"] = [round(float(p), 5) for p in priority]
+        mask = self._finish_catalyst(method, controller, stats.steps) if controller else s.budget.select(priority)
         self.rep.trajectory = hooks.trajectory or None
         return mask
 

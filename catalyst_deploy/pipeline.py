@@ -124,8 +124,7 @@ class PruneRun:
             phases.recover()
         rep.macs = Counts(s.macs, count_macs(s.model, s.example)[0])
         rep.params = Counts(s.params, count_macs(s.model, s.example)[1])
-        rep.channels = {"removed": int(mask.sum()), "total": s.graph.num_channels,
-                        "pruned": mask.nonzero().flatten().tolist()}
+        rep.channels.update(removed=int(mask.sum()), total=s.graph.num_channels, pruned=mask.nonzero().flatten().tolist())
         write_outputs(s, plan, rep, folder, s.info)
         deploy(cfg, s, dense, plan, rep, folder, self.log)
         rep.seconds["total"] = round(time.perf_counter() - start, 2)

@@ -7,7 +7,8 @@ report.json (schema "catalyst-deploy/prune-report/1"; keys are stable, null wher
     accuracy        top-1 % on the test split: dense, after_regularization, after_surgery, final
     val_accuracy    the same on the held-out validation split (null without val_size)
     macs, params    {dense, pruned, ratio} (MACs as torch-pruning counts them)
-    channels        {removed, total, pruned: [global channel indices]}
+    channels        {removed, total, pruned: [global channel indices], priority: [per channel, higher =
+                    pruned first, as the method ranked them when it decided]}
     steps           optimizer steps per phase: {pretrain, regularize, recover}
     seconds         wall time per phase and in total
     catalyst        the split at the freeze (margin, decided share, ...), lambda and controller traces

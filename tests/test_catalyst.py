@@ -22,6 +22,7 @@ from catalyst_deploy.macs import count_macs
 from catalyst_deploy.methods import make_method
 from catalyst_deploy.methods.catalyst import CatalystRegularizer
 from catalyst_deploy.methods.controller import CatalystController
+from catalyst_deploy.methods.fairness import rescale_half, share_pruned_gap
 from catalyst_deploy.phases import PhaseHooks
 from catalyst_deploy.plan import apply_plan
 from catalyst_deploy.train import PhaseSettings, evaluate, train_phase
@@ -121,35 +122,6 @@ def test_p1_invariant_shrinks_by_the_predicted_factor():
 
 
 # ---- P2 ---------------------------------------------------------------------------------------------
-def rescale_half(model: nn.Module, factor: float, seed: int) -> torch.Tensor:
-    """BN scale/shift of a random half of every group's channels x `factor`, every consumer's input
-    columns of those channels x 1/`factor`: function-preserving through ReLU, pooling and residual adds.
-    Returns 1 (rescaled) / 0 (untouched) per global channel."""
-    graph = ChannelGraph(model, EXAMPLE)
-    gen = torch.Generator().manual_seed(seed)
-    code = torch.zeros(graph.num_channels, dtype=torch.long)
-    for g, size in enumerate(graph.sizes):
-        code[graph.offsets[g] + torch.randperm(size, generator=gen)[: size // 2]] = 1
-    with torch.no_grad():
-        for sl in graph.producer_slices(skip_normalized=True):
-            idx = sl.pos[code[sl.chan] == 1]
-            sl.param.index_copy_(sl.dim, idx, sl.param.index_select(sl.dim, idx) * factor)
-        columns = {(id(item.dep.target.module.weight), int(pos)): (item.dep.target.module.weight, graph.offsets[g] + int(root))
-                   for g, group in enumerate(graph.groups) for item in group
-                   if not graph.dg.is_out_channel_pruning_fn(item.dep.handler)
-                   and isinstance(item.dep.target.module, (nn.Conv2d, nn.Linear))
-                   for pos, root in zip(item.idxs, item.root_idxs)}
-        for (_, pos), (weight, chan) in columns.items():
-            if code[chan] == 1:
-                weight[:, pos] *= 1.0 / factor
-    return code
-
-
-def share_pruned(mask: torch.Tensor, code: torch.Tensor) -> float:
-    """Points: share pruned among the rescaled channels minus among the untouched ones."""
-    return 100.0 * float(mask[code == 1].float().mean() - mask[code == 0].float().mean())
-
-
 def decide(method_name: str, model: nn.Module, loader, steps: int = 140) -> torch.Tensor:
     """The prune set `method_name` decides for half the MACs after `steps` of its phase (shipped defaults;
     group lasso at a strength that moves its weights)."""
@@ -180,9 +152,9 @@ def test_p2_a_rescale_of_what_catalyst_gates_does_not_change_whom_it_prunes(demo
     for name in ("catalyst", "l1", "group-lasso"):
         torch.manual_seed(0)
         model = copy.deepcopy(reference)
-        code = rescale_half(model, factor, seed=3)
+        code = rescale_half(model, EXAMPLE, factor, seed=3)
         torch.testing.assert_close(model.eval()(x), reference(x), rtol=1e-4, atol=1e-4)  # function-preserving
-        gaps[name] = share_pruned(decide(name, model, demo_loaders[0]), code)
+        gaps[name] = share_pruned_gap(decide(name, model, demo_loaders[0]), code)
     assert abs(gaps["catalyst"]) <= 8.0, gaps  # measured: -2.7 (k = 0.1), +2.2 (k = 10)
     assert abs(gaps["l1"]) >= 30.0 and abs(gaps["group-lasso"]) >= 30.0, gaps  # magnitude methods are fooled
 
