@@ -104,6 +104,12 @@ class PruneConfig:
     latency_aware: str | None = setting(None, "weigh layers by measured latency per MAC on this backend")
     latency_alpha: float = setting(2.0, "exponent of the latency weights", lo=0.0)
     checkpoint_every: int = setting(200, "optimizer steps between checkpoints (0: phase ends only)", lo=0)
+    sync_bn: bool = setting(False, "under torchrun: synchronise BatchNorm statistics across ranks (SyncBatchNorm)")
+    dist_timeout_s: float = setting(600.0, "under torchrun: seconds a collective may wait before every rank stops",
+                                    lo=1.0)
+    target_latency: str | None = setting(None, "latency target instead of FLOPs: a share of the dense latency "
+                                               "(0.6x) or an absolute time at a batch (3ms, 3ms@8)")
+    latency_backend: str = setting("ort-cpu", "backend on which --target-latency is measured")
     record_every: int = setting(0, "keep c of every channel every N steps (0: never)", lo=0)
     catalyst: CatalystSettings = setting(None, "Catalyst's schedule", factory=CatalystSettings)
     export: ExportSettings = setting(None, "export after the cut", factory=ExportSettings)
