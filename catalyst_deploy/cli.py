@@ -67,6 +67,8 @@ def prune(
     bench: bool = typer.Option(False, "--bench", help="time the exported files, dense vs pruned (ONNX Runtime CPU; TensorRT and ORT CUDA on a GPU)"),
     bench_batch: str = typer.Option(None, help="batch sizes for --bench, e.g. 1,8 " + _d("batches", BenchSettings)),
     latency_aware: str = typer.Option(None, help="weigh layers by their measured latency per MAC on this backend (ort-cpu) when choosing channels"),
+    target_latency: str = typer.Option(None, "--target-latency", help="prune to a measured latency instead of FLOPs: a share of the dense latency (0.6x) or a time per call (3ms, 3ms@8); searched on the --backend, exported and checked"),
+    backend: str = typer.Option(None, "--backend", help="backend that --target-latency is measured on " + _d("latency_backend")),
     checkpoint_every: int = typer.Option(None, help="optimizer steps between checkpoints " + _d("checkpoint_every")),
     resume: bool = typer.Option(False, "--resume", help="continue the interrupted run in --out from its last checkpoint"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an earlier run of this tool in --out (a folder holding anything else is never touched)"),
@@ -81,7 +83,8 @@ def prune(
                           recover_epochs=recover_epochs, lr=lr, batch_size=batch_size, steps_per_epoch=steps_per_epoch,
                           val_size=val_size, device=device, threads=threads, seed=seed, export=export,
                           bench=bench or None, bench_batches=bench_batch, latency_aware=latency_aware,
-                          checkpoint_every=checkpoint_every, resume=resume or None, overwrite=overwrite or None)
+                          checkpoint_every=checkpoint_every, resume=resume or None, overwrite=overwrite or None,
+                          target_latency=target_latency, latency_backend=backend)
     _run_prune(cfg, as_json)
 
 
@@ -230,15 +233,19 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("error: interrupted", err=True)
         raise SystemExit(130) from None
+    except OSError as err:  # a full or read-only disk, a permission: the system's words and the path
+        if STATE["debug"]:
+            raise
+        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        typer.echo(f"error: {err.strerror or err}{where}: check the path and free space", err=True)
+        raise SystemExit(1) from None
+    except typer.Abort:
+        typer.echo("error: aborted", err=True)
+        raise SystemExit(1) from None
     except Exception as err:  # noqa: BLE001 - the boundary: one line, the traceback only on request
-        import click
-
-        if isinstance(err, click.exceptions.ClickException):
-            err.show()
+        if callable(getattr(err, "show", None)) and isinstance(getattr(err, "exit_code", None), int):
+            err.show()  # a usage error of the command line (typer/click): its own message, exit 2
             raise SystemExit(err.exit_code) from None
-        if isinstance(err, click.exceptions.Abort):
-            typer.echo("error: aborted", err=True)
-            raise SystemExit(1) from None
         if STATE["debug"]:
             raise
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""

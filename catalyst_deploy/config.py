@@ -233,6 +233,11 @@ def _check_names(cfg: PruneConfig) -> None:
         get_format(fmt)  # UsageError with a suggestion for a mistyped format
     if cfg.latency_aware:
         get_backend(cfg.latency_aware)
+    if cfg.target_latency is not None:
+        from catalyst_deploy.latency_target import parse_latency_target
+
+        parse_latency_target(cfg.target_latency)
+        get_backend(cfg.latency_backend)
     if cfg.input_shape is not None and len(cfg.input_shape) != 4:
         raise UsageError(f"--input-shape must be N,C,H,W, e.g. 1,3,224,224; got {','.join(map(str, cfg.input_shape))}")
 

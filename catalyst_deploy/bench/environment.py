@@ -7,7 +7,10 @@ import sys
 from importlib import metadata
 
 PACKAGES = ("catalyst-deploy", "torch", "torchvision", "torch-pruning", "onnx", "onnxruntime", "onnxruntime-gpu",
-            "onnxscript", "numpy")
+            "onnxscript", "numpy", "timm", "tensorrt")
+# CPU features that decide which ONNX Runtime / torch kernels run (NCHWc block 8 vs 16, int8 dot products)
+ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8",
+             "amx_bf16", "asimd", "sve")
 
 
 def environment_report() -> dict:
@@ -18,11 +21,33 @@ def environment_report() -> dict:
     from catalyst_deploy.formats import FORMATS
 
     versions = {name: _version(name) for name in PACKAGES}
-    versions["tensorrt"] = _tensorrt_version()
+    versions["tensorrt"] = versions["tensorrt"] or _tensorrt_version()
     return {"python": sys.version.split()[0], "platform": platform.platform(), "versions": versions,
-            "cuda": cuda_summary(), "onnxruntime_providers": _ort_providers(),
+            "cpu": cpu_summary(), "cuda": cuda_summary(), "onnxruntime_providers": _ort_providers(),
             "exporters": {name: _usable(exporter_unavailable_reason(name)) for name in FORMATS},
             "backends": {name: _usable(unavailable_reason(name)) for name in BACKENDS}}
+
+
+def cpu_summary() -> dict:
+    """CPU model, the ISA flags ONNX Runtime's kernels depend on, and the thread counts the runtimes use."""
+    import os
+
+    import torch
+
+    from catalyst_deploy.allocation import channel_multiple, cpu_flags
+
+    flags = cpu_flags()
+    model = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    except OSError:
+        pass
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"model": model, "machine": platform.machine(), "logical_cpus": os.cpu_count(), "usable_cpus": usable,
+            "isa": [flag for flag in ISA_FLAGS if flag in flags], "torch_threads": torch.get_num_threads(),
+            "torch_interop_threads": torch.get_num_interop_threads(),
+            "ort_channel_block": channel_multiple(needs_gpu=False)}
 
 
 def cuda_summary() -> dict:

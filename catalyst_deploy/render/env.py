@@ -14,6 +14,11 @@ def render_environment(report: dict):
     versions.add_row("platform", report["platform"])
     for name, version in report["versions"].items():
         versions.add_row(name, version or "not installed")
+    cpu = report["cpu"]
+    versions.add_row("CPU", f"{cpu['model']} ({cpu['machine']}, {cpu['usable_cpus']} of {cpu['logical_cpus']} logical CPUs usable)")
+    versions.add_row("ISA flags", ", ".join(cpu["isa"]) or "none of the listed")
+    versions.add_row("threads", f"torch {cpu['torch_threads']} (inter-op {cpu['torch_interop_threads']}); ONNX Runtime "
+                                f"channel block {cpu['ort_channel_block']} (--round-to for CPU latency)")
     cuda = report["cuda"]
     gpus = ", ".join(f"{d['index']}: {d['name']} ({d['memory_gib']} GiB, sm {d['capability']})" for d in cuda["devices"])
     versions.add_row("CUDA (torch)", f"{cuda['torch_cuda'] or 'CPU-only build'}; devices: {gpus or 'none'}")

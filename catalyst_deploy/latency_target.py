@@ -1,0 +1,133 @@
+"""`--target-latency`: find the MACs share whose exported model meets a latency target on the deploy backend.
+
+Latency depends on the architecture (channel counts), not on the weights, so the search cuts copies of the
+dense model (latency-aware allocation, `allocation.Budget`), exports each to ONNX and times it interleaved
+with the dense export on the backend, and adjusts the share until the measured ratio is within `tolerance`
+under the target. The prune run then uses that share as its FLOPs target, and `api.prune` checks the
+latency of the files it ships (re-running with a corrected share when they miss).
+
+    target = parse_latency_target("0.6x")                       # or "3ms" (batch 1), "3ms@8"
+    result = search_share(model, example, graph, priority, target, budget_for, "ort-cpu")
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from catalyst_deploy.errors import CatalystDeployError, UsageError
+
+TOLERANCE = 0.03  # the measured latency must land within 3% under the target
+
+
+@dataclass(frozen=True)
+class LatencyTarget:
+    """A share of the dense latency (`ratio`) or an absolute time (`ms`), at a batch size."""
+
+    ratio: float | None = None
+    ms: float | None = None
+    batch: int = 1
+
+    def as_ratio(self, dense_ms: float) -> float:
+        return self.ratio if self.ratio is not None else self.ms / dense_ms
+
+    def __str__(self) -> str:
+        return f"{self.ratio:g}x" if self.ratio is not None else f"{self.ms:g}ms@{self.batch}"
+
+
+def parse_latency_target(text: str) -> LatencyTarget:
+    """'0.6x' -> 60% of the dense latency (batch 1); '3ms' / '3ms@8' -> 3 ms per call at batch 1 / 8."""
+    s = str(text).strip().lower()
+    m = re.fullmatch(r"([0-9]*\.?[0-9]+)\s*x(?:@(\d+))?", s)
+    if m:
+        ratio = float(m.group(1))
+        if not 0 < ratio < 1:
+            raise UsageError(f"--target-latency {text!r}: a share of the dense latency must be between 0 and 1, e.g. 0.6x")
+        return LatencyTarget(ratio=ratio, batch=int(m.group(2) or 1))
+    m = re.fullmatch(r"([0-9]*\.?[0-9]+)\s*ms(?:@(\d+))?", s)
+    if m and float(m.group(1)) > 0 and int(m.group(2) or 1) >= 1:
+        return LatencyTarget(ms=float(m.group(1)), batch=int(m.group(2) or 1))
+    raise UsageError(f"--target-latency {text!r} is not a latency: use a share of the dense latency (0.6x) or a "
+                     "time per call (3ms, or 3ms@8 at batch 8)")
+
+
+@dataclass
+class SearchResult:
+    share: float
+    ratio: float
+    dense_ms: float
+    pruned_ms: float
+    target_ratio: float
+    met: bool
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def iterations(self) -> int:
+        return len(self.history)
+
+
+def search_share(model, example, graph, priority, target: LatencyTarget, budget_for: Callable, backend: str,
+                 tolerance: float = TOLERANCE, max_iterations: int = 10, log=print, bench_options=None) -> SearchResult:
+    """The MACs share (of the dense model's) whose cut meets `target` on `backend` (see module doc).
+
+    `budget_for(share)` returns the `allocation.Budget` for a share; `priority` ranks channels within groups.
+    Raises CatalystDeployError when the dense model cannot be timed."""
+    import copy
+
+    from catalyst_deploy.plan import apply_plan
+
+    with tempfile.TemporaryDirectory(prefix="catalyst-deploy-latency-") as work:
+        dense_onnx = _export(model, example, Path(work) / "dense.onnx")
+        lo, hi, share = 0.0, 1.0, target.ratio if target.ratio is not None else 0.6
+        result = None
+        for i in range(max_iterations):
+            share = _next_share(share, result, lo, hi)
+            cut = apply_plan(copy.deepcopy(model).cpu().eval(), graph.plan_for(budget_for(share).select(priority)))
+            ratio, dense_ms, pruned_ms = _measure(_export(cut, example, Path(work) / f"cut{i}.onnx"), dense_onnx,
+                                                  backend, target.batch, example, bench_options)
+            goal = target.as_ratio(dense_ms)
+            met = goal * (1 - tolerance) <= ratio <= goal
+            result = SearchResult(share, ratio, dense_ms, pruned_ms, goal, met, (result.history if result else []))
+            result.history.append({"share": round(share, 4), "ratio": round(ratio, 4), "pruned_ms": round(pruned_ms, 4)})
+            log(f"latency search {i + 1}: MACs share {share:.3f} -> latency ratio {ratio:.3f} (target {goal:.3f})")
+            if met:
+                break
+            lo, hi = (lo, share) if ratio > goal else (share, hi)
+    return result
+
+
+def _next_share(share, result, lo: float, hi: float) -> float:
+    """First guess: the target ratio itself; then correct multiplicatively (latency is close to proportional
+    to MACs), staying strictly inside the bracket [lo, hi] and falling back to bisection at its edges."""
+    if result is None:
+        return share
+    guess = result.share * (result.target_ratio * (1 - TOLERANCE / 2)) / result.ratio
+    if not lo < guess < hi:
+        guess = (lo + hi) / 2
+    return guess
+
+
+def _export(model, example, path: Path) -> Path:
+    from catalyst_deploy.exporters.onnx import torch_to_onnx
+
+    torch_to_onnx(model.cpu().eval(), example.cpu(), path, exporter="torchscript")  # fast; only timed, never shipped
+    return path
+
+
+def _measure(pruned_onnx: Path, dense_onnx: Path, backend: str, batch: int, example, options=None):
+    """(ratio, dense ms, pruned ms) at `batch`, both timed interleaved in this process."""
+    import dataclasses
+
+    from catalyst_deploy.bench.harness import BenchOptions, run_benchmark
+
+    options = dataclasses.replace(options or BenchOptions(min_time_s=1.0, min_runs=20), backends=(backend,),
+                                  batches=(batch,), input_shape=tuple(example.shape[1:]))
+    report = run_benchmark(pruned_onnx, dense_onnx, options)
+    ratio = report.latency_ratio(backend, batch)
+    if ratio is None:
+        reasons = "; ".join(r.error for r in report.rows if r.error)
+        raise CatalystDeployError(f"--target-latency: {backend} could not time the models: {reasons}")
+    return ratio, report.cell(backend, batch, "baseline").stats.p50_ms, report.cell(backend, batch, "pruned").stats.p50_ms
