@@ -32,17 +32,15 @@ def deploy(cfg, s, dense, plan, report, folder, log) -> None:
 
 def export_one(fmt: str, model, example, folder, stem: str, report, log, plan=None, metadata=None):
     """Export `model` to `fmt` as STEM+suffix in the run folder; the path, or None (error in the report)."""
-    from catalyst_deploy import api
-    from catalyst_deploy.exporters import ExportOptions, output_paths
+    from catalyst_deploy.exporters import ExportOptions, export_model, output_paths
     from catalyst_deploy.formats import get_format
 
     name = f"{stem}{get_format(fmt).suffix}"
-    options = ExportOptions(**_options(report.config["export"], fmt))
+    options = ExportOptions(**_options(report.config["export"], fmt)).for_format(fmt)
+    extras = {"plan": plan} if fmt == "torch" and plan is not None else {"metadata": metadata} if fmt == "onnx" and metadata else {}
     log(f"exporting {fmt} -> {name}")
     try:
-        result = api.export(model, fmt, folder.file(name), example=example, options=options, overwrite=True,
-                            plan=plan if fmt == "torch" else None,
-                            metadata=metadata if fmt == "onnx" else None)
+        result = export_model(model, fmt, folder.file(name), example, **options, **extras)
     except CatalystDeployError as err:
         if stem == "model":
             report.exports[fmt] = {"error": str(err)}

@@ -25,7 +25,6 @@ from catalyst_deploy.bench.stats import LatencyStats
 
 SCHEMA = "catalyst-deploy/bench/1"
 STAT_KEYS = ("runs", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "throughput_ips")
-ROLE_LABELS = {"baseline": "dense", "pruned": "pruned"}
 
 
 @dataclass(frozen=True)

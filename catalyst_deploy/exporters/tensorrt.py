@@ -13,35 +13,17 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from catalyst_deploy.errors import CatalystDeployError, MissingDependency, UsageError
+from catalyst_deploy.errors import CatalystDeployError, UsageError
 from catalyst_deploy.atomic import atomic_path
 from catalyst_deploy.exporters.validation import OutputCheck, check_outputs, random_input
+from catalyst_deploy.exporters.tensorrt_runtime import INSTALL_HINT, require_tensorrt  # noqa: F401 (re-exported)
 from catalyst_deploy.formats import DEFAULT_OPSET
 
-INSTALL_HINT = "pip install 'catalyst-deploy[tensorrt]'"
 PRECISIONS = ("fp32", "fp16", "int8")
 # Default tolerances (scaled by the output magnitude above 1, see validation.check_outputs). fp32 is
 # strict fp32 (TF32 is switched off below); fp16 and int8 are loose by nature: pass --atol to tighten.
 DEFAULT_ATOL = {"fp32": 1e-3, "fp16": 2e-2, "int8": 0.25}
 DEFAULT_CALIBRATION_BATCHES = 16
-
-
-def require_tensorrt():
-    """Import and return `tensorrt` (>= 10) when it and a CUDA GPU are present, else raise MissingDependency."""
-    try:
-        import tensorrt as trt
-    except ImportError:
-        trt = None
-    gpu = _cuda_available()
-    if trt is None:
-        gpu_note = "" if gpu else " (and no CUDA GPU is visible to torch, which TensorRT also needs)"
-        raise MissingDependency(f"TensorRT is not installed{gpu_note}: {INSTALL_HINT}")
-    if not gpu:
-        raise MissingDependency("TensorRT needs a CUDA GPU and torch sees none (torch.cuda.is_available() is False)")
-    if int(trt.__version__.split(".")[0]) != 10:  # 11 removed BuilderFlag.INT8, int8_calibrator, ...
-        raise MissingDependency(f"TensorRT 10 is needed, found {trt.__version__}: pip install 'catalyst-deploy[tensorrt]' "
-                                "(it pins tensorrt>=10,<11)")
-    return trt
 
 
 def torch_to_engine(model, example, path: str | Path, *, precision: str = "fp16", min_batch: int = 1,
@@ -195,11 +177,3 @@ def _check_batch_range(min_batch: int, opt_batch: int | None, max_batch: int) ->
     if not 1 <= min_batch <= opt_batch <= max_batch:
         raise UsageError(f"need 1 <= min_batch <= opt_batch <= max_batch, got {min_batch}, {opt_batch}, {max_batch}")
     return opt_batch
-
-
-def _cuda_available() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return torch.cuda.is_available()

@@ -7,8 +7,35 @@ import itertools
 from pathlib import Path
 from typing import Iterable
 
-from catalyst_deploy.errors import CatalystDeployError, UsageError
-from catalyst_deploy.exporters.tensorrt import require_tensorrt
+from catalyst_deploy.errors import CatalystDeployError, MissingDependency, UsageError
+
+INSTALL_HINT = "pip install 'catalyst-deploy[tensorrt]'"
+
+
+def require_tensorrt():
+    """Import and return `tensorrt` (>= 10) when it and a CUDA GPU are present, else raise MissingDependency."""
+    try:
+        import tensorrt as trt
+    except ImportError:
+        trt = None
+    gpu = _cuda_available()
+    if trt is None:
+        gpu_note = "" if gpu else " (and no CUDA GPU is visible to torch, which TensorRT also needs)"
+        raise MissingDependency(f"TensorRT is not installed{gpu_note}: {INSTALL_HINT}")
+    if not gpu:
+        raise MissingDependency("TensorRT needs a CUDA GPU and torch sees none (torch.cuda.is_available() is False)")
+    if int(trt.__version__.split(".")[0]) != 10:  # 11 removed BuilderFlag.INT8, int8_calibrator, ...
+        raise MissingDependency(f"TensorRT 10 is needed, found {trt.__version__}: pip install 'catalyst-deploy[tensorrt]' "
+                                "(it pins tensorrt>=10,<11)")
+    return trt
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
 
 
 class EngineRunner:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from catalyst_deploy.bench.report import ROLE_LABELS, BenchReport
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from catalyst_deploy.bench.report import BenchReport
+
+ROLE_LABELS = {"baseline": "dense", "pruned": "pruned"}
 
 TABLE_HEADER = ("backend", "batch", "model", "p50 ms", "p90 ms", "p99 ms", "mean±std ms", "images/s", "runs",
                 "vs dense", "note")

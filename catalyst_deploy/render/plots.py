@@ -47,7 +47,7 @@ def latency_png(report, path: str | Path) -> Path:
 
 
 def _latency_panel(ax, report, backend: str) -> None:
-    from catalyst_deploy.bench.report import ROLE_LABELS
+    from catalyst_deploy.render.bench import ROLE_LABELS
 
     batches = list(dict.fromkeys(r.batch for r in report.rows if r.backend == backend))
     width = 0.38
