@@ -70,7 +70,7 @@ def run_config(args, method: str, setting: dict, budget: str, target: float, see
     from catalyst_deploy.api import load_config
 
     reg, recover = BUDGETS[budget]
-    setting = dict(setting)
+    setting = {k: v for k, v in setting.items() if not k.startswith("_")}  # "_..." keys: study bookkeeping
     cut = setting.pop("cut", "after")
     if cut in CUT_PHASE:  # a one-shot cut earlier: the fine-tuning steps it skips go to recovery
         recover, reg = recover + reg - CUT_PHASE[cut], CUT_PHASE[cut]

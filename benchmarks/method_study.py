@@ -1,0 +1,110 @@
+"""What decides Catalyst's result (docs/method.md): its shipped setting against variants, 3 seeds, both
+targets, the 1+1 budget, test split, through compare.py's run machinery (records cached and shared).
+
+    python benchmarks/method_study.py                 # after `compare.py select` and `compare.py final`
+    python benchmarks/method_study.py --seeds 0       # one lane's share
+
+Variants: the setting chosen on the validation split ("shipped"); without cost weights (every channel's
+penalty equal); holding lambda until the channels have split (settle 0.02) instead of freezing when the
+collapsed set covers the target; c0 = 1.5; restoring survivors' gates to 1 at the freeze; and a transplant:
+the prune set the shipped setting decided, trained with L1's schedule (cut at once, every step recovers),
+which separates the quality of the set from the cost of the phase.
+
+Writes method_study.json and the `catalyst-variants` section of RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from catalyst_deploy.methods.base import PruningMethod  # noqa: E402
+
+VARIANTS = {
+    "shipped": ({}, "the setting chosen on the validation split"),
+    "no-cost": ({"cost_aware": False}, "every channel's penalty weighted equally (no MACs weights)"),
+    "hold": ({"settle": 0.02}, "lambda held until at most 2% of channels are undecided (the split by the dynamics)"),
+    "c0-1.5": ({"c0": 1.5}, "every channel starts at c = 1.5"),
+    "restore": ({"restore": True}, "kept channels' gates set back to 1 at the freeze"),
+}
+
+
+class FixedSet(PruningMethod):
+    """The transplant: prune exactly `chosen` (another run's set), with a one-shot method's schedule."""
+
+    chosen: list[int] = []
+
+    def priority(self):
+        import torch
+
+        p = torch.zeros(self.graph.num_channels)
+        p[FixedSet.chosen] = 1.0
+        return p
+
+
+def main(argv=None) -> int:
+    import torch
+
+    from catalyst_deploy.methods import METHODS, MethodSpec
+    from compare import BUDGETS, parse
+    from compare_dense import dense_models
+    from compare_runs import run_cached
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    extra = p.parse_args(argv)
+    args = parse(["final", "--seeds", *map(str, extra.seeds)])
+    torch.set_num_threads(args.threads)
+    METHODS["transplant"] = MethodSpec("transplant", "another run's prune set (method_study.py)", "method_study:FixedSet",
+                                       False)
+    shipped = json.loads((HERE / "selection.json").read_text())["chosen"]["catalyst"]
+    dense = dense_models(args)
+    rows = []
+    for seed in args.seeds:
+        for target in args.targets:
+            for name, (change, _) in VARIANTS.items():
+                setting = {"catalyst": {**shipped.get("catalyst", {}), **change}}
+                record = run_cached(args, "catalyst", setting, "1+1", target, seed, dense[seed])
+                rows.append({**{k: v for k, v in record.items() if k != "pruned"}, "variant": name})
+                if name == "shipped":
+                    import method_study  # the module the method table imports (this file runs as __main__)
+
+                    method_study.FixedSet.chosen = record["pruned"]
+                    moved = run_cached(args, "transplant", {"cut": "start", "_set_of": record["key"]}, "1+1", target,
+                                       seed, dense[seed])
+                    rows.append({**{k: v for k, v in moved.items() if k != "pruned"}, "variant": "transplant"})
+    (HERE / "method_study.json").write_text(json.dumps(rows, indent=1))
+    write_section(rows, args)
+    del BUDGETS
+    return 0
+
+
+def write_section(rows: list[dict], args) -> None:
+    from compare_report import mean_std
+    from results_file import machine_line, write_section as write
+
+    described = {**{k: v[1] for k, v in VARIANTS.items()},
+                 "transplant": "the shipped setting's prune set, trained with L1's schedule (cut at once)"}
+    lines = ["## What decides Catalyst's result (`benchmarks/method_study.py`)", "",
+             f"- machine: {machine_line()}; 1 thread; commit(s) {', '.join(sorted({r['commit'] for r in rows}))}",
+             "- compare.py's dense models and protocol, 1+1 epochs, seeds " + ", ".join(map(str, args.seeds))
+             + "; test accuracy %, mean ± std over seeds", "",
+             "| variant | what | target | right after the cut | final | MACs | margin at freeze (log10) | decided at freeze |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name in [*VARIANTS, "transplant"]:
+        for target in args.targets:
+            mine = [r for r in rows if r["variant"] == name and r["target"] == target and not r.get("error")]
+            cat = [r["catalyst"] for r in mine if r.get("catalyst")]
+            lines.append(f"| {name} | {described[name]} | {target:g} | {mean_std([r['acc_after_cut'] for r in mine])} | "
+                         f"**{mean_std([r['acc_final'] for r in mine])}** | {mean_std([r['macs_ratio'] for r in mine], 3)} | "
+                         f"{mean_std([c['margin_log10'] for c in cat])} | {mean_std([c['decided_share'] for c in cat])} |")
+    write("catalyst-variants", "\n".join(lines), HERE / "RESULTS.md")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
