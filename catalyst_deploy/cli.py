@@ -18,6 +18,9 @@ app = typer.Typer(help="Prune PyTorch models with the Catalyst regularizer, expo
                        "pruned.", no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
                   rich_markup_mode=None)
 STATE = {"debug": False}
+# options several commands share (one definition each)
+TRUST_PICKLE = typer.Option(False, "--trust-pickle", help="load model files that need classes outside the allowlist (runs code from the file)")
+AS_JSON = typer.Option(False, "--json", help="print the result as JSON")
 
 
 def _d(name: str, cls=PruneConfig) -> str:
@@ -49,7 +52,7 @@ def prune(
     out: str = typer.Option(None, help="output folder: new, empty, or an earlier run of this tool [runs/prune, or runs/prune-N when taken]"),
     recipe: str = typer.Option(None, help="recipe name (recipes/*.yaml) or YAML path; flags override it"),
     weights: str = typer.Option(None, help="state_dict file to load into the model"),
-    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="load a model file that needs classes outside the allowlist (runs code from the file)"),
+    trust_pickle: bool = TRUST_PICKLE,
     input_shape: str = typer.Option(None, help="example input N,C,H,W, e.g. 1,3,224,224 [from the data]"),
     ignore: str = typer.Option(None, help="comma-separated module names whose channels stay whole"),
     round_to: int = typer.Option(None, help="keep channel counts multiples of this " + _d("round_to")),
@@ -72,7 +75,7 @@ def prune(
     checkpoint_every: int = typer.Option(None, help="optimizer steps between checkpoints " + _d("checkpoint_every")),
     resume: bool = typer.Option(False, "--resume", help="continue the interrupted run in --out from its last checkpoint"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an earlier run of this tool in --out (a folder holding anything else is never touched)"),
-    as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+    as_json: bool = AS_JSON,
 ) -> None:
     """Fine-tune with a pruning regularizer, cut whole channels to the FLOPs target, recover, write outputs."""
     from catalyst_deploy import api
@@ -93,7 +96,7 @@ def demo(
     out: str = typer.Option(None, help="output folder [runs/demo, or runs/demo-N when taken]"),
     steps_per_epoch: int = typer.Option(None, help="cap steps per epoch (smoke runs)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an earlier run of this tool in --out"),
-    as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+    as_json: bool = AS_JSON,
 ) -> None:
     """The whole story on the built-in default: a small ResNet pretrained on Fashion-MNIST (shipped with the
     package) pruned to half its FLOPs with Catalyst, exported to ONNX, and timed against the dense model on
@@ -131,9 +134,9 @@ def export(
     max_batch: int = typer.Option(None, help="largest batch of the engine's profile (trt) [32]"),
     data: str = typer.Option(None, help="int8 calibration data, a dataset spec as in `prune --data` (trt)"),
     atol: float = typer.Option(None, help="tolerance vs PyTorch, scaled by outputs above 1 [per format]"),
-    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="load a model file that needs classes outside the allowlist"),
+    trust_pickle: bool = TRUST_PICKLE,
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing file at --out (never the input model)"),
-    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+    as_json: bool = AS_JSON,
 ) -> None:
     """Export a model to ONNX, a TensorRT engine or a torch file, checked against PyTorch on the same input."""
     from catalyst_deploy.config import parse_int_tuple
@@ -166,8 +169,8 @@ def bench(
     precision: str = typer.Option(None, help="precision of engines built from ONNX, trt and ort-trt [fp16]"),
     out: str = typer.Option(None, help="folder for bench.json, bench.md and latency.png (new, empty or an earlier bench output)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an earlier bench output in --out"),
-    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="load .pt files that need classes outside the allowlist"),
-    as_json: bool = typer.Option(False, "--json", help="print bench.json to stdout"),
+    trust_pickle: bool = TRUST_PICKLE,
+    as_json: bool = AS_JSON,
 ) -> None:
     """Latency of the pruned model and the dense one, interleaved in one process, per backend and batch.
 
@@ -198,7 +201,7 @@ def bench(
 
 
 @app.command()
-def env(as_json: bool = typer.Option(False, "--json", help="print the report as JSON")) -> None:
+def env(as_json: bool = AS_JSON) -> None:
     """Versions, CPU and its ISA flags, devices, and which formats and benchmark backends work here."""
     from catalyst_deploy import api
 
