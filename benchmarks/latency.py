@@ -9,14 +9,18 @@ Methods (all L2-magnitude ranking inside a layer, random-init weights: latency d
                      of ../shared/anchors/torch_pruning_latency.py (same channel counts, found by bisection
                      over its 400-step schedule instead of stepping through it)
   anchor-r16         the same with round_to 16 (the NCHWc block of ORT's AVX-512 convolutions)
-  surgery-l2         catalyst_deploy.surgery.prune_to_target defaults: global L2 ranking, round_to 8
-  uniform-r16        prune_to_target, the same share of every group, round_to 16
-  latency-aware-r16  prune_to_target with bench.layer_latency.latency_aware_scores, alpha 1: groups whose
-                     convs cost the most ORT time per MAC, profiled in the whole model, lose channels first
+  surgery-l2         the package's one pruning path (graph.ChannelGraph -> allocation.Budget.select ->
+                     plan.apply_plan) with its defaults: global L2 ranking, round_to 8
+  uniform-r16        the same path, every group weighted 1 (`allocation.latency_weighted`: the same share
+                     of every group), round_to 16
+  latency-aware-r16  the same path with `bench.layer_latency.group_weights(per_mac, alpha=1)` as the budget's
+                     group weights: groups whose convs cost the most ORT time per MAC, profiled in the whole
+                     model, lose channels first
   latency-aware2-r16 the same with alpha 2 (a stronger pull toward the expensive groups; the default)
 
 Prints a table and writes it between <!-- latency:begin --> and <!-- latency:end --> in
-benchmarks/RESULTS.md through benchmarks/results_file.py (other sections of that file are left alone).
+benchmarks/RESULTS.md through benchmarks/results_file.py (other sections of that file are left alone;
+--no-write prints only).
 """
 
 from __future__ import annotations
@@ -31,12 +35,14 @@ from pathlib import Path
 import torch
 import torchvision
 
+from catalyst_deploy.allocation import Budget, channel_multiple
 from catalyst_deploy.bench.harness import time_interleaved
-from catalyst_deploy.bench.layer_latency import (channel_multiple, conv_shapes, group_latency_per_mac,
-                                                 latency_aware_scores, profile_conv_latency)
+from catalyst_deploy.bench.layer_latency import group_latency_per_mac, group_weights, profile_conv_latency
 from catalyst_deploy.bench.stats import LatencyStats
 from catalyst_deploy.exporters.onnx import open_ort_session, torch_to_onnx
-from catalyst_deploy.surgery import ChannelGraph, count_macs, prune_to_target
+from catalyst_deploy.graph import ChannelGraph, channel_norms
+from catalyst_deploy.macs import count_macs, layer_macs
+from catalyst_deploy.plan import apply_plan
 from results_file import RESULTS, git_commit, machine_line, write_section  # benchmarks/results_file.py
 
 SECTION = "latency"  # this script's section of benchmarks/RESULTS.md (results_file.write_section)
@@ -63,19 +69,28 @@ def prune_anchor(model, example, target: float, round_to: int, steps: int = 400)
     return cut(lo)
 
 
+def prune_to_share(model, example, share: float, round_to: int, group_weight=None, graph=None):
+    """The package's one pruning path: cut `model` in place to <= `share` of its MACs, channels ranked by L2
+    norm (lowest first), counts per group set by `allocation.Budget` (latency-weighted when `group_weight`)."""
+    graph = graph or ChannelGraph(model, example)
+    budget = Budget(tuple(graph.sizes), graph.trial_macs, share * count_macs(model, example)[0], round_to, 0.9,
+                    group_weight)
+    priority = -channel_norms(graph.producer_slices(), graph.num_channels)
+    return apply_plan(model, graph.plan_for(budget.select(priority)))
+
+
 def prune_surgery(model, example, target: float, round_to: int, alpha: float | None, threads: int = 2):
-    """catalyst_deploy.surgery.prune_to_target: global L2 ranking when `alpha` is None, else
-    `latency_aware_scores` with that alpha (0: uniform; > 0: latency per MAC profiled on ORT CPU)."""
+    """`prune_to_share`: global L2 ranking when `alpha` is None; else latency-weighted groups, weights
+    `group_weights(per_mac, alpha)` (alpha 0: all 1, uniform; > 0: latency per MAC profiled on ORT CPU)."""
     graph = ChannelGraph(model, example)
-    priority = None
+    weight = None
     if alpha is not None:
-        per_mac = torch.ones(len(graph.sizes), dtype=torch.float64)
+        weight = torch.ones(len(graph.sizes))
         if alpha > 0:
-            per_mac = group_latency_per_mac(graph, conv_shapes(model, example),
+            per_mac = group_latency_per_mac(graph, layer_macs(model, example),
                                             profile_conv_latency(model, example, threads=threads))
-        priority = latency_aware_scores(graph, per_mac, alpha=alpha)
-    prune_to_target(model, example, target, scores=priority, round_to=round_to, graph=graph)
-    return model
+            weight = group_weights(per_mac, alpha)
+    return prune_to_share(model, example, target, round_to, weight, graph)
 
 
 # method -> f(model, example, MACs target, ORT threads) -> pruned model
@@ -164,7 +179,8 @@ def format_section(all_results: dict, args, seconds: float, loads: tuple, stairc
              f"in brackets); MACs target {args.target}",
              f"- load average before/after: {loads[0]:.2f} / {loads[1]:.2f} (other jobs share these 2 cores); "
              f"run took {seconds / 60:.1f} min",
-             f"- NCHWc staircase: {staircase}; `channel_multiple('ort-cpu')` = {channel_multiple('ort-cpu')} here", "",
+             f"- NCHWc staircase: {staircase}; `allocation.channel_multiple(needs_gpu=False)` = "
+             f"{channel_multiple(needs_gpu=False)} here", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for model, (variants, results) in all_results.items():
         dense_ms = ", ".join(f"b{b} {_median(results['dense-ms', b]):.1f} ms" for b in batches)

@@ -70,8 +70,11 @@ def _prune_to_latency(cfg: PruneConfig, out, progress, log, max_rounds: int = 3)
     setup = PruneRun(cfg, progress=progress, log=log).setup()
     budget_for = lambda share: dataclasses.replace(setup.budget, target_macs=share * setup.macs)  # noqa: E731
     priority = -channel_norms(setup.graph.producer_slices(), setup.graph.num_channels)
+    from catalyst_deploy.bench.harness import BenchOptions
+
+    timing = BenchOptions(threads=cfg.bench.threads, min_time_s=cfg.bench.min_time_s, min_runs=cfg.bench.min_runs)
     found = search_share(setup.model, setup.example, setup.graph, priority, target, budget_for, cfg.latency_backend,
-                         log=log)
+                         log=log, bench_options=timing)
     share, rounds = found.share, []
     for round_ in range(max_rounds):
         run_cfg = dataclasses.replace(cfg, target_flops=f"{share:.6f}", overwrite=cfg.overwrite or round_ > 0)
@@ -110,9 +113,11 @@ def _latency_config(cfg: PruneConfig, target, out) -> PruneConfig:
     fmt = get_backend(cfg.latency_backend).runs
     formats = cfg.export.formats if fmt in cfg.export.formats else (*cfg.export.formats, fmt)
     batches = tuple(sorted(set(cfg.bench.batches) | {target.batch}))
+    threads = cfg.bench.threads or cfg.threads  # the search and the final check time the same way
     return dataclasses.replace(cfg, out=Path(out), latency_aware=cfg.latency_aware or cfg.latency_backend,
                                export=dataclasses.replace(cfg.export, formats=formats),
-                               bench=dataclasses.replace(cfg.bench, enabled=True, batches=batches), target_latency=None)
+                               bench=dataclasses.replace(cfg.bench, enabled=True, batches=batches, threads=threads),
+                               target_latency=None)
 
 
 def _reopen(out):

@@ -161,6 +161,7 @@ def claim_run_folder(out: str | Path, *, inputs: Iterable[str | Path | None] = (
     for name in marker.get("files", []):
         (path / name).unlink(missing_ok=True)
     _remove_empty_dirs(path / CHECKPOINTS)
+    _remove_own_temp_files(path)
     return _new(path, created=False, kind=kind, settings=settings)
 
 
@@ -190,6 +191,7 @@ def _resumed(path: Path, marker: dict, kind: str, out) -> RunFolder:
     if marker.get("status") == "done":
         raise UsageError(f"--resume: the run in {out} has finished; nothing to continue")
     files = [f for f in marker.get("files", []) if (path / f).exists()]
+    _remove_own_temp_files(path)
     folder = RunFolder(path, created=False, kind=kind, files=files, settings=marker.get("settings", {}))
     folder._write_marker()
     return folder
@@ -224,6 +226,15 @@ def _refuse_live_writer(path: Path, marker: dict) -> None:
         return
     raise UsageError(f"another catalyst-deploy process (pid {pid}) is writing to {path}: wait for it or choose "
                      "another folder")
+
+
+def _remove_own_temp_files(path: Path) -> None:
+    """Temp files a killed atomic write of this tool left in its own folder (`.NAME.XXXX.partial.SUFFIX`)."""
+    for sub in [path, path / CHECKPOINTS]:
+        if sub.is_dir():
+            for entry in sub.iterdir():
+                if entry.is_file() and _is_own_temp(entry.name):
+                    entry.unlink(missing_ok=True)
 
 
 def _remove_empty_dirs(path: Path) -> None:

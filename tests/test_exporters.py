@@ -226,3 +226,29 @@ def test_tensorrt_failed_validation_leaves_no_engine(tmp_path):
         export_model(tiny_model(), "trt", tmp_path / "m.engine", torch.randn(1, 3, 16, 16), precision="fp16",
                      max_batch=2, atol=1e-12)
     assert not (tmp_path / "m.engine").exists()
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+@pytest.mark.parametrize("name", ["tiny_cnn", "small_resnet"])
+def test_both_onnx_exporters_on_the_zoo(tmp_path, exporter, name):
+    from catalyst_deploy import zoo
+    from catalyst_deploy.exporters.onnx import read_metadata, torch_to_onnx
+
+    model = getattr(zoo, name)().eval()
+    check = torch_to_onnx(model, torch.randn(1, 1, 28, 28), tmp_path / "m.onnx", exporter=exporter,
+                          metadata={"source_model": f"zoo:{name}"})
+    assert check.max_abs_diff <= check.atol
+    meta = read_metadata(tmp_path / "m.onnx")
+    assert meta["exporter"] == exporter and meta["source_model"] == f"zoo:{name}"
+
+
+def test_an_opset_the_dynamo_exporter_cannot_write_falls_back_with_the_reason(tmp_path, caplog):
+    import logging
+
+    from catalyst_deploy.exporters.onnx import read_metadata, torch_to_onnx
+
+    with caplog.at_level(logging.WARNING, logger="catalyst_deploy.exporters.onnx"):
+        torch_to_onnx(tiny_model(), torch.randn(1, 3, 8, 8), tmp_path / "m.onnx", opset=13)
+    assert read_metadata(tmp_path / "m.onnx")["exporter"] == "torchscript"
+    assert "TorchScript" in caplog.text
+    assert onnx.load(str(tmp_path / "m.onnx")).opset_import[0].version == 13

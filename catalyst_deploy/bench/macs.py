@@ -14,13 +14,13 @@ def macs_ratio(pruned: ModelArtifact, baseline: ModelArtifact, sample_shape: Seq
     if pruned.kind() != baseline.kind() or pruned.kind() == "engine":
         return None
     try:
-        dense = count_macs(baseline, sample_shape)
-        return count_macs(pruned, sample_shape) / dense if dense else None
+        dense = artifact_macs(baseline, sample_shape)
+        return artifact_macs(pruned, sample_shape) / dense if dense else None
     except Exception:  # an odd graph must not fail a benchmark over its decoration
         return None
 
 
-def count_macs(artifact: ModelArtifact, sample_shape: Sequence[int]) -> int:
+def artifact_macs(artifact: ModelArtifact, sample_shape: Sequence[int]) -> int:
     """Per-image MACs: `catalyst_deploy.macs.count_macs` for modules, Conv/Gemm/MatMul MACs for ONNX files."""
     if artifact.module is not None:
         from catalyst_deploy.exporters.validation import random_input
