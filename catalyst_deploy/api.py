@@ -30,6 +30,7 @@ def prune(cfg: PruneConfig, progress: Callable | None = None, log: Callable[[str
     Raises UsageError for bad input, CatalystDeployError when the job fails, PartialFailure (after writing
     everything else) when an export failed.
     """
+    from catalyst_deploy import distributed
     from catalyst_deploy.data import spec_path
     from catalyst_deploy.pipeline import PruneRun, config_json
     from catalyst_deploy.rundir import claim_run_folder, next_free_folder
@@ -39,8 +40,10 @@ def prune(cfg: PruneConfig, progress: Callable | None = None, log: Callable[[str
         return _prune_to_latency(cfg, out, progress, log)
     run = PruneRun(cfg, progress=progress, log=log)
     setup = run.setup()
-    folder = claim_run_folder(out, inputs=[cfg.model, cfg.weights, spec_path(cfg.data)], overwrite=cfg.overwrite,
-                              resume=cfg.resume, settings={"model": cfg.model, "method": cfg.method})
+    # under torchrun rank 0 claims the folder; the other ranks get a view of it that writes nothing
+    folder = distributed.claim_on_main(claim_run_folder)(out, inputs=[cfg.model, cfg.weights, spec_path(cfg.data)],
+                                                         overwrite=cfg.overwrite, resume=cfg.resume,
+                                                         settings={"model": cfg.model, "method": cfg.method})
     try:
         report = run.run(setup, folder)
     except BaseException:
@@ -64,7 +67,11 @@ def _prune_to_latency(cfg: PruneConfig, out, progress, log, max_rounds: int = 3)
     from catalyst_deploy.latency_target import TOLERANCE, parse_latency_target, search_share
 
     from catalyst_deploy.pipeline import PruneRun
+    from catalyst_deploy.ranks import launched
 
+    if launched()[0] > 1:
+        raise UsageError("--target-latency runs in one process (its search times models on this machine): run it "
+                         "without torchrun, or give the MACs share it found as --target-flops under torchrun")
     target = parse_latency_target(cfg.target_latency)
     cfg = _latency_config(cfg, target, out)
     setup = PruneRun(cfg, progress=progress, log=log).setup()

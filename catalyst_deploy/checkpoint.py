@@ -5,6 +5,8 @@ end: the phase and its step, the model's state (and the plan once cut), the opti
 controller states, the RNG states, the partial report, and a hash of the settings that decide the
 result. `prune --resume OUT` refuses a checkpoint made with other settings, naming the keys that differ.
 SIGINT and SIGTERM save a checkpoint at the next step boundary and stop with a one-line message.
+Under torchrun only rank 0 saves (`enabled`); the checkpoint records the number of processes, and a resume
+with another number is refused (the per-rank batch and the data shards depend on it).
 """
 
 from __future__ import annotations
@@ -58,10 +60,11 @@ def set_rng_state(state: dict) -> None:
 
 
 class Checkpointer:
-    """Saves and loads the run's checkpoint through its RunFolder; watches SIGINT/SIGTERM."""
+    """Saves and loads the run's checkpoint through its RunFolder; watches SIGINT/SIGTERM. `enabled`: whether
+    `save` writes (rank 0 only under torchrun); `world_size`: the number of processes of this run."""
 
-    def __init__(self, folder: RunFolder, config: dict, enabled: bool = True):
-        self.folder, self.config, self.enabled = folder, config, enabled
+    def __init__(self, folder: RunFolder, config: dict, enabled: bool = True, world_size: int = 1):
+        self.folder, self.config, self.enabled, self.world_size = folder, config, enabled, world_size
         self.hash = settings_hash(config)
         self.stop_requested: str | None = None
 
@@ -71,11 +74,12 @@ class Checkpointer:
         if not self.enabled:
             return
         payload = {**payload, "settings_hash": self.hash, "settings": deciding_settings(self.config),
-                   "rng": rng_state()}
+                   "rng": rng_state(), "world_size": self.world_size}
         self.folder.write_with(CHECKPOINT, lambda tmp: torch.save(payload, tmp))
 
     def load(self) -> dict:
-        """The checkpoint of the run being resumed; UsageError when it is missing or made with other settings."""
+        """The checkpoint of the run being resumed; UsageError when it is missing, made with other settings or
+        by another number of processes."""
         import torch
 
         path = self.folder.file(CHECKPOINT)
@@ -90,6 +94,11 @@ class Checkpointer:
             differ = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
             raise UsageError(f"--resume: the run in {self.folder.path} was made with other settings "
                              f"({', '.join(differ[:6]) or 'unknown'} differ): pass the same settings, or --overwrite")
+        saved = payload.get("world_size", 1)  # checkpoints from before torchrun support: one process
+        if saved != self.world_size:
+            raise UsageError(f"--resume: the run in {self.folder.path} was made by {saved} process(es) and this one has "
+                             f"{self.world_size}: resume with {saved} (torchrun --nproc-per-node/--nnodes), since the "
+                             "global batch and each rank's share of the data depend on it, or start over with --overwrite")
         return payload
 
     def check_stop(self, save) -> None:

@@ -73,6 +73,7 @@ def prune(
     target_latency: str = typer.Option(None, "--target-latency", help="prune to a measured latency instead of FLOPs: a share of the dense latency (0.6x) or a time per call (3ms, 3ms@8); searched on the --backend, exported and checked"),
     backend: str = typer.Option(None, "--backend", help="backend that --target-latency is measured on " + _d("latency_backend")),
     checkpoint_every: int = typer.Option(None, help="optimizer steps between checkpoints " + _d("checkpoint_every")),
+    sync_bn: bool = typer.Option(False, "--sync-bn", help="under torchrun on GPUs: synchronise BatchNorm statistics across ranks"),
     resume: bool = typer.Option(False, "--resume", help="continue the interrupted run in --out from its last checkpoint"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an earlier run of this tool in --out (a folder holding anything else is never touched)"),
     as_json: bool = AS_JSON,
@@ -87,7 +88,7 @@ def prune(
                           val_size=val_size, device=device, threads=threads, seed=seed, export=export,
                           bench=bench or None, bench_batches=bench_batch, latency_aware=latency_aware,
                           checkpoint_every=checkpoint_every, resume=resume or None, overwrite=overwrite or None,
-                          target_latency=target_latency, latency_backend=backend)
+                          target_latency=target_latency, latency_backend=backend, sync_bn=sync_bn or None)
     _run_prune(cfg, as_json)
 
 
@@ -116,9 +117,11 @@ def _run_prune(cfg, as_json: bool) -> None:
 
     with phase_progress(enabled=not as_json) as progress:
         report = api.prune(cfg, progress=progress, log=(lambda _m: None) if as_json else typer.echo)
+    from catalyst_deploy.ranks import is_main
+
     if as_json:
         typer.echo(report.to_json())
-    else:
+    elif is_main():  # under torchrun every rank returns the report; one summary is enough
         print_summary(report)
 
 

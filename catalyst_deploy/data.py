@@ -114,8 +114,11 @@ def make_loaders(splits: DataSplits, batch_size: int, workers: int = 0, seed: in
         raise UsageError("no validation split: set val_size")
     common: dict[str, Any] = dict(batch_size=batch_size, num_workers=workers, pin_memory=torch.cuda.is_available(),
                                   drop_last=False, persistent_workers=workers > 0)
-    train = DataLoader(splits.train, sampler=EpochSampler(len(splits.train), seed, rank, world_size), **common)
-    return train, DataLoader(evaluated, shuffle=False, **common)
+    # each loader draws its iterator's base seed from its own generator: from the global RNG, a loader
+    # created at a different moment (a resumed run) would shift every augmentation drawn after it
+    train = DataLoader(splits.train, sampler=EpochSampler(len(splits.train), seed, rank, world_size),
+                       generator=torch.Generator().manual_seed(seed), **common)
+    return train, DataLoader(evaluated, shuffle=False, generator=torch.Generator().manual_seed(seed), **common)
 
 
 class EpochSampler:

@@ -2,6 +2,10 @@
 
     pretrain_and_measure -> regularize (the method's phase; Catalyst's controller freezes the prune set)
     -> cut (the plan, applied) -> recover (gets the steps an early cut left over)
+
+Under torchrun each phase trains the model wrapped in DDP (`distributed.ddp`); the decisions are checked to be
+identical on every rank at Catalyst's freeze and at the cut (`distributed.check_identical`), and a stop
+signal ends the phase at the same step on every rank.
 """
 
 from __future__ import annotations
@@ -10,12 +14,14 @@ import copy
 
 import torch
 
+from catalyst_deploy import distributed
 from catalyst_deploy.methods import make_method
 from catalyst_deploy.plan import apply_plan
 from catalyst_deploy.train import (DivergenceError, PhaseSettings, PhaseState, evaluate, phase_steps, to_device,
                                    train_phase)
 
 ORDER = ("pretrain", "regularize", "recover", "trained")
+DIVERGED = 1e15  # a weight beyond this magnitude means the run diverged
 
 
 class PhaseHooks:
@@ -31,7 +37,10 @@ class PhaseHooks:
     def after_step(self, lr: float, step: int) -> None:
         self.method.after_step(lr)
         if self.controller is not None:
+            was_frozen = self.controller.frozen
             self.controller.on_step(step)
+            if self.controller.frozen and not was_frozen:
+                check_freeze(self.method, step)
         if self.record_every and step % self.record_every == 0 and hasattr(self.method, "log_ratio"):
             self.trajectory.append([step, self.method.log_ratio().clamp(-50, 50).cpu().tolist()])
 
@@ -43,6 +52,12 @@ class PhaseHooks:
     def done(self) -> bool:
         """Catalyst ends its phase once the frozen prune set is exactly zero: the rest goes to recovery."""
         return self.controller is not None and self.controller.frozen and self.method.settled()
+
+
+def check_freeze(method, step: int) -> None:
+    """Catalyst's state at the freeze is identical on every rank (RankMismatch on every rank otherwise)."""
+    distributed.check_identical("freeze", {"mask": method.frozen, "d": method.d, "lambda": method.lam,
+                                           "gates": method.s, "step": step})
 
 
 class PhaseRunner:
@@ -79,6 +94,8 @@ class PhaseRunner:
         return "here" if at == this else "past" if at > this else None
 
     def _save(self, phase: str, state: PhaseState, **extra) -> None:
+        if not self.ckpt.enabled:  # ranks other than 0: nothing to gather
+            return
         payload = {"phase": phase, "state": state, "model": self.s.model.state_dict(), "report": self.rep.to_dict(),
                    "unused_steps": self.unused_steps, "dense_state": self.dense_state, **extra}
         self.ckpt.save(payload)
@@ -124,7 +141,9 @@ class PhaseRunner:
                             lr_scales=method.lr_scales() if hasattr(method, "lr_scales") else None,
                             state=state, extra=extra, epoch_base=1000)
         self.measure("after_regularization")
-        priority = method.priority()
+        # Catalyst's priority is computed from synchronised state (and checked at the freeze); a baseline's is
+        # rank 0's, so that float noise in its importance cannot split the ranks
+        priority = method.priority() if controller else distributed.broadcast(method.priority())
         self.rep.channels["priority"] = [round(float(p), 5) for p in priority]
         mask = self._finish_catalyst(method, controller, stats.steps) if controller else s.budget.select(priority)
         self.rep.trajectory = hooks.trajectory or None
@@ -143,6 +162,7 @@ class PhaseRunner:
         """Freeze if the phase ended first, zero what the phase did not, fold the gates; report the split."""
         if not controller.frozen:
             controller.freeze(used, forced=True)
+            check_freeze(method, used)
         forced = int((method.s.detach()[method.frozen] != 0).sum())
         with torch.no_grad():
             method.s.data[method.frozen] = 0.0
@@ -156,6 +176,7 @@ class PhaseRunner:
         """Apply the plan of `mask` (also when resuming past the cut: the setup model is the dense one)."""
         s = self.s
         plan = s.graph.plan_for(mask.cpu())
+        distributed.check_identical("cut", {"mask": mask, "plan": plan, "weights": s.model})
         apply_plan(s.model, plan)
         to_device(s.model, s.device)
         if self._resuming("recover") is None and self._resuming("trained") is None:
@@ -191,14 +212,15 @@ class PhaseRunner:
         def checkpoint(phase_state: PhaseState) -> None:
             self._check_finite(phase, phase_state.step)
             self._save(phase, phase_state, **extra())
-            self.ckpt.check_stop(lambda: None)
+            if self._stop_agreed():
+                self.ckpt.check_stop(lambda: None)
 
         class StopAware:  # hooks that also let SIGINT/SIGTERM end the phase at a step boundary
             def __getattr__(self_, name):
                 return getattr(hooks, name)
 
             def done(self_) -> bool:
-                return bool(self.ckpt.stop_requested) or (hooks is not None and hooks.done())
+                return self._stop_agreed() or (hooks is not None and hooks.done())
 
             def before_step(self_):
                 if hooks:
@@ -212,22 +234,34 @@ class PhaseRunner:
                 return hooks.status() if hooks else {}
 
         try:
-            stats = train_phase(s.model, s.loaders["train"], s.device, settings, label=phase, hooks=StopAware(),
-                                no_decay=no_decay, lr_scales=lr_scales, amp=cfg.amp, progress=self.progress,
-                                state=state, checkpoint=checkpoint, checkpoint_every=cfg.checkpoint_every,
-                                epoch_base=epoch_base)
+            with distributed.ddp(s.model, s.device, cfg.sync_bn) as model:
+                stats = train_phase(model, s.loaders["train"], s.device, settings, label=phase, hooks=StopAware(),
+                                    no_decay=no_decay, lr_scales=lr_scales, amp=cfg.amp, progress=self.progress,
+                                    state=state, checkpoint=checkpoint, checkpoint_every=cfg.checkpoint_every,
+                                    epoch_base=epoch_base)
         except DivergenceError as err:
-            raise DivergenceError(f"{err}; nothing was written from the diverged model. Last good checkpoint: "
-                                  f"{self.ckpt.folder.file('checkpoints/last.pt')} (lower --lr, then --resume "
-                                  "or --overwrite)") from None
+            last = self.ckpt.folder.file("checkpoints/last.pt")
+            where = (f"Last good checkpoint: {last} (lower --lr, then --resume or --overwrite)" if last.is_file()
+                     else "No checkpoint was saved before it (lower --lr and start again)")
+            raise DivergenceError(f"{err}; nothing was written from the diverged model. {where}") from None
         self.rep.steps[phase] = stats.steps
         self.rep.seconds[phase] = round(self.rep.seconds.get(phase, 0.0) + stats.seconds, 2)
         return stats
 
+    def _stop_agreed(self) -> bool:
+        """Whether a stop signal came; under torchrun every rank asks at the same step boundary and they agree
+        (a signal may reach one rank before the others)."""
+        if distributed.any_rank(bool(self.ckpt.stop_requested)) and not self.ckpt.stop_requested:
+            self.ckpt.stop_requested = "a stop signal on another rank"
+        return bool(self.ckpt.stop_requested)
+
     def _check_finite(self, phase: str, step: int) -> None:
+        """DivergenceError when a weight is non-finite or beyond DIVERGED (no trained network holds such
+        weights; at a far too high learning rate they reach 1e34 while the loss can stay finite)."""
         for name, p in self.s.model.named_parameters():
-            if not torch.isfinite(p).all():
-                raise DivergenceError(f"{phase}: parameter {name} became non-finite by step {step}")
+            if not torch.isfinite(p).all() or float(p.detach().abs().max()) > DIVERGED:
+                raise DivergenceError(f"{phase}: training diverged, parameter {name} is non-finite or above "
+                                      f"{DIVERGED:g} by step {step}")
 
     def _restore_model_and_state(self) -> PhaseState:
         """Load the checkpoint's model state (into the cut model after `cut`) and return its phase state."""
@@ -235,6 +269,8 @@ class PhaseRunner:
         return self.resume["state"]
 
     def measure(self, key: str) -> None:
+        """Test (and val) accuracy as `key` in the report; under torchrun each rank evaluates its share and
+        `evaluate` sums the counts, so every rank gets the same number."""
         s = self.s
         acc = evaluate(s.model, s.loaders["test"], s.device, self.cfg.amp)
         self.rep.accuracy[key] = round(acc, 3)

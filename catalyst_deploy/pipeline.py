@@ -6,6 +6,9 @@
 folder)` trains, checkpointing into the folder, and returns the `report.PruneReport`. Every method gets
 the same optimizer steps in all: a method that decides early (Catalyst) cuts then and gives the steps it
 did not use to the recovery.
+
+Under torchrun every rank runs this same pipeline on its share of the training data (`distributed`): rank 0
+logs, shows progress, reads the checkpoint for everyone and writes every file; the other ranks write nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from catalyst_deploy import distributed
 from catalyst_deploy.allocation import Budget
 from catalyst_deploy.checkpoint import Checkpointer
 from catalyst_deploy.config import PruneConfig
@@ -41,25 +45,39 @@ class Setup:
 
 
 class PruneRun:
-    """One `prune` run. `progress(label, total)` -> update(advance, **fields); `log(msg)` prints a line."""
+    """One `prune` run. `progress(label, total)` -> update(advance, **fields); `log(msg)` prints a line (both
+    only on rank 0 under torchrun)."""
 
     def __init__(self, cfg: PruneConfig, progress: Callable | None = None, log: Callable[[str], None] = print):
+        if not distributed.is_main():  # one voice: the other ranks would repeat rank 0's lines
+            progress, log = None, _quiet
         self.cfg, self.progress, self.log = cfg, progress, log
         self.report = PruneReport(config=config_json(cfg))
 
     def setup(self) -> Setup:
-        """Data, model, graph and budget, with every check that can run before training (`preflight`)."""
+        """Data, model, graph and budget, with every check that can run before training (`preflight`).
+        Under torchrun it starts the process group first (`distributed.init`)."""
         from catalyst_deploy import preflight
-        from catalyst_deploy.data import load_dataset, make_loaders
-        from catalyst_deploy.models import load_model, model_input_channels
-        from catalyst_deploy.train import resolve_device, to_device
+        from catalyst_deploy.train import resolve_device
 
         cfg = self.cfg
         preflight.check_deployment(cfg)
         seed_everything(cfg.seed)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        device = resolve_device(cfg.device)
+        device = distributed.init(resolve_device(cfg.device), cfg.dist_timeout_s)
+        with distributed.failure_boundary():
+            check_sync_bn(cfg, device)
+            return self._data_setup(device)
+
+    def _data_setup(self, device: torch.device) -> Setup:
+        """Data and model on `device`, each rank with its share of the training split and of the evaluated ones."""
+        from catalyst_deploy import preflight
+        from catalyst_deploy.data import load_dataset, make_loaders
+        from catalyst_deploy.models import load_model, model_input_channels
+        from catalyst_deploy.train import to_device
+
+        cfg = self.cfg
         size = tuple(cfg.input_shape[2:]) if cfg.input_shape else None
         splits = load_dataset(cfg.data, image_size=size, train_limit=cfg.train_limit, test_limit=cfg.test_limit,
                               val_size=cfg.val_size)
@@ -70,14 +88,18 @@ class PruneRun:
             self.log(f"data has {splits.info.channels} channel(s), the model wants {channels}: converting the images")
             splits = load_dataset(cfg.data, image_size=size, channels=channels, train_limit=cfg.train_limit,
                                   test_limit=cfg.test_limit, val_size=cfg.val_size)
-        train, test = make_loaders(splits, cfg.batch_size, cfg.workers, cfg.seed)
-        val = make_loaders(splits, cfg.batch_size, cfg.workers, cfg.seed, eval_split="val")[1] if splits.val else None
+        ranks = {"rank": distributed.rank(), "world_size": distributed.world_size()}  # --batch-size is per rank
+        train, test = make_loaders(splits, cfg.batch_size, cfg.workers, cfg.seed, **ranks)
+        val = make_loaders(splits, cfg.batch_size, cfg.workers, cfg.seed, eval_split="val", **ranks)[1] \
+            if splits.val else None
+        test, val = distributed.shard_eval_loader(test), distributed.shard_eval_loader(val)
         shape = cfg.input_shape or (1, channels, *splits.info.image_size)
         example = torch.randn(1, *shape[1:], generator=torch.Generator().manual_seed(0))
         preflight.check_forward(model, example, "--input-shape")
         loaders = {"train": train, "test": test, "val": val}
         preflight.check_data(model, loaders, torch.device("cpu"))
         model = to_device(model, device)
+        distributed.broadcast_state(model)  # every rank starts from rank 0's weights, whatever its initialisation
         return self._graph_setup(model, loaders, example.to(device), device, splits.info)
 
     def _graph_setup(self, model, loaders, example, device, info) -> Setup:
@@ -86,7 +108,9 @@ class PruneRun:
         cfg = self.cfg
         macs, params = count_macs(model, example)
         graph = ChannelGraph(model, example, cfg.ignore)
-        weight = self._latency_weights(model, example, graph) if cfg.latency_aware else None
+        # measured latencies differ from rank to rank: rank 0's decide for all
+        weight = distributed.from_main(lambda: self._latency_weights(model, example, graph)) \
+            if cfg.latency_aware else None
         budget = Budget(tuple(graph.sizes), graph.trial_macs, cfg.target.macs(macs), cfg.round_to, cfg.max_layer_ratio,
                         weight)
         preflight.check_target(cfg, budget, macs)
@@ -114,10 +138,11 @@ class PruneRun:
         start = time.perf_counter()
         rep.out, rep.device, rep.input_shape = str(folder.path), str(s.device), [1, *s.example.shape[1:]]
         rep.steps = {}
-        ckpt = Checkpointer(folder, rep.config)
+        main = distributed.is_main()
+        ckpt = Checkpointer(folder, rep.config, enabled=main, world_size=distributed.world_size())
         phases = PhaseRunner(cfg, s, rep, ckpt, self.progress, self.log)
-        with ckpt.watching_signals():
-            phases.resume_from(ckpt.load() if cfg.resume else None)
+        with ckpt.watching_signals(), distributed.failure_boundary():
+            phases.resume_from(distributed.from_main(ckpt.load) if cfg.resume else None)  # rank 0's file, for all
             dense = phases.pretrain_and_measure()
             mask = phases.regularize()
             plan = phases.cut(mask)
@@ -125,6 +150,9 @@ class PruneRun:
         rep.macs = Counts(s.macs, count_macs(s.model, s.example)[0])
         rep.params = Counts(s.params, count_macs(s.model, s.example)[1])
         rep.channels.update(removed=int(mask.sum()), total=s.graph.num_channels, pruned=mask.nonzero().flatten().tolist())
+        if not main:  # the same model and report as rank 0's; rank 0 writes, exports and benchmarks
+            rep.seconds["total"] = round(time.perf_counter() - start, 2)
+            return rep
         write_outputs(s, plan, rep, folder, s.info)
         deploy(cfg, s, dense, plan, rep, folder, self.log)
         rep.seconds["total"] = round(time.perf_counter() - start, 2)
@@ -132,6 +160,19 @@ class PruneRun:
 
         write_report(rep, folder)
         return rep
+
+
+def check_sync_bn(cfg: PruneConfig, device: torch.device) -> None:
+    """UsageError for sync_bn on CPU ranks: PyTorch's SyncBatchNorm runs on GPUs only."""
+    from catalyst_deploy.errors import UsageError
+
+    if cfg.sync_bn and distributed.active() and device.type != "cuda":
+        raise UsageError("sync_bn needs CUDA devices (PyTorch's SyncBatchNorm runs on GPUs only): leave it off on "
+                         "CPU, where each rank normalises with the statistics of its own batch")
+
+
+def _quiet(_message: str) -> None:
+    """The log of ranks other than 0."""
 
 
 def seed_everything(seed: int) -> None:

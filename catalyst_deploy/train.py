@@ -5,6 +5,11 @@ momentum; a cosine learning rate over the phase. A `StepHooks` object sees every
 method adds penalties before the optimizer step and proximal updates after it) and may end the phase
 early. Every phase can be checkpointed and continued at any step: the shuffling is a function of
 (seed, epoch) only (`data.EpochSampler`), and the checkpoint carries the optimizer and RNG states.
+
+Under torchrun the model given to `train_phase` is wrapped in DDP and the loader holds this rank's share of
+every epoch: a step sees the global batch (per-rank batch x world size), whose mean gradient DDP gives
+every rank. The learning rate is used as given, for that global batch: nothing scales it with the number
+of processes. `evaluate` sums its counts over the ranks.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Callable, Iterable, Protocol
 import torch
 from torch import nn
 
+from catalyst_deploy.distributed import all_reduce_sum
 from catalyst_deploy.errors import CatalystDeployError
 
 
@@ -33,6 +39,8 @@ class StepHooks(Protocol):
 
 @dataclass(frozen=True)
 class PhaseSettings:
+    """A phase's optimizer steps and SGD settings; `lr` is for the global batch (never scaled per rank)."""
+
     steps: int
     lr: float
     momentum: float = 0.9
@@ -93,7 +101,8 @@ def to_device(model: nn.Module, device: torch.device) -> nn.Module:
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, device: torch.device, amp: bool = True,
              max_batches: int | None = None) -> float:
-    """Top-1 accuracy in percent on `loader`."""
+    """Top-1 accuracy in percent on `loader`; under torchrun, over the loaders of every rank (each rank passes
+    its share; the counts are summed, so every rank returns the same number)."""
     model.eval()
     dtype = amp_dtype(device, amp)
     correct = total = 0
@@ -105,6 +114,7 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, amp: bool
             logits = model(x)
         correct += int((logits.argmax(1) == y).sum())
         total += len(y)
+    correct, total = all_reduce_sum(correct, total)
     return 100.0 * correct / max(total, 1)
 
 

@@ -41,7 +41,7 @@ def test_non_finite_settings_are_refused_at_parse_time(tmp_path, value):
 def test_a_diverging_run_stops_with_the_step_and_writes_no_model(tmp_path):
     out = tmp_path / "o"
     result = cli("prune", "zoo:tiny_cnn", *TINY, "--steps-per-epoch", "6", "--lr", "1e6", "--out", str(out))
-    one_line(result, 1, "step", "checkpoint")
+    one_line(result, 1, "diverged", "step", "checkpoint")
     assert not (out / "pruned.pt").exists() and not (out / "pruned_state.pt").exists()
 
 
