@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from catalyst_deploy.config import PruneConfig, load_config  # noqa: F401 (re-exported for callers)
 from catalyst_deploy.errors import CatalystDeployError, UsageError
@@ -32,7 +32,7 @@ def prune(cfg: PruneConfig, progress: Callable | None = None, log: Callable[[str
     """
     from catalyst_deploy import distributed
     from catalyst_deploy.data import spec_path
-    from catalyst_deploy.pipeline import PruneRun, config_json
+    from catalyst_deploy.pipeline import PruneRun
     from catalyst_deploy.rundir import claim_run_folder, next_free_folder
 
     out = cfg.out if cfg.out is not None else next_free_folder(DEFAULT_PRUNE_OUT)
@@ -54,7 +54,6 @@ def prune(cfg: PruneConfig, progress: Callable | None = None, log: Callable[[str
     if failed:
         raise PartialFailure(f"pruned model written to {out}, but export failed: "
                              + "; ".join(f"{fmt}: {msg}" for fmt, msg in failed.items()))
-    del config_json
     return report
 
 

@@ -16,7 +16,7 @@ import json
 import random
 import signal
 from contextlib import contextmanager
-from typing import Iterator
+from collections.abc import Iterator
 
 from catalyst_deploy.errors import CatalystDeployError, UsageError
 from catalyst_deploy.rundir import CHECKPOINTS, RunFolder

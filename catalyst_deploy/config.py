@@ -227,7 +227,7 @@ def _check_names(cfg: PruneConfig) -> None:
     from catalyst_deploy.formats import get_format
     from catalyst_deploy.methods import get_method
 
-    cfg.target  # parses target_flops
+    parse_flops_target(cfg.target_flops)
     get_method(cfg.method)
     for fmt in cfg.export.formats:
         get_format(fmt)  # UsageError with a suggestion for a mistyped format

@@ -136,7 +136,9 @@ class PhaseRunner:
                 controller.load_state_dict(self.resume["controller"])
         settings = PhaseSettings(self.steps["regularize"], cfg.lr, cfg.momentum, cfg.weight_decay,
                                  "constant" if controller is not None else "cosine")
-        extra = lambda: {"method": method.state_dict(), "controller": controller.state_dict() if controller else None}
+        def extra() -> dict:
+            return {"method": method.state_dict(), "controller": controller.state_dict() if controller else None}
+
         stats = self._train("regularize", settings, hooks=hooks, no_decay=method.no_decay_params(),
                             lr_scales=method.lr_scales() if hasattr(method, "lr_scales") else None,
                             state=state, extra=extra, epoch_base=1000)

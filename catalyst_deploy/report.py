@@ -74,7 +74,7 @@ class PruneReport:
         return json.dumps(self.to_dict(), indent=1, default=str)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "PruneReport":
+    def from_dict(cls, data: dict) -> PruneReport:
         """A report read back from report.json (unknown keys ignored)."""
         fields = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in fields}

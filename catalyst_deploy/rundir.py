@@ -25,7 +25,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from catalyst_deploy.atomic import atomic_path
 from catalyst_deploy.errors import UsageError

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from catalyst_deploy.bench.artifacts import ModelArtifact, engine_for, module_for, onnx_for
 from catalyst_deploy.errors import CatalystDeployError, UsageError, did_you_mean

@@ -9,7 +9,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from catalyst_deploy.bench.artifacts import ModelArtifact, load_artifact, sample_shape_of
 from catalyst_deploy.bench.backends import get_backend, load_for_backend, unavailable_reason

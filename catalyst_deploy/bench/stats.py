@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class LatencyStats:
     min_ms: float
 
     @classmethod
-    def from_seconds(cls, seconds: Sequence[float], batch: int) -> "LatencyStats":
+    def from_seconds(cls, seconds: Sequence[float], batch: int) -> LatencyStats:
         """Statistics of per-call run times given in seconds; ValueError when there are none."""
         import numpy as np
 

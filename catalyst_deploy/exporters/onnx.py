@@ -9,7 +9,7 @@ import contextlib
 import io
 import logging
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 from catalyst_deploy.atomic import atomic_path
 from catalyst_deploy.errors import CatalystDeployError

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from catalyst_deploy.errors import CatalystDeployError, UsageError
 from catalyst_deploy.atomic import atomic_path

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Iterable
+from collections.abc import Iterable
 
 from catalyst_deploy.errors import CatalystDeployError, MissingDependency, UsageError
 

@@ -26,7 +26,7 @@ class PruningMethod(abc.ABC):
     """Base class: a no-op regularizer; subclasses override what they need, never the signatures."""
 
     @classmethod
-    def from_config(cls, cfg) -> "PruningMethod":
+    def from_config(cls, cfg) -> PruningMethod:
         """Build the method from the run settings (config.PruneConfig); reads only what it needs."""
         return cls()
 

@@ -40,7 +40,7 @@ class RandomRanking(_ImportanceRanking):
         self.seed = seed
 
     @classmethod
-    def from_config(cls, cfg) -> "RandomRanking":
+    def from_config(cls, cfg) -> RandomRanking:
         return cls(seed=cfg.seed)
 
     def priority(self):
@@ -85,7 +85,7 @@ class GroupLasso(_ImportanceRanking):
         self.reg = reg
 
     @classmethod
-    def from_config(cls, cfg) -> "GroupLasso":
+    def from_config(cls, cfg) -> GroupLasso:
         return cls(reg=cfg.reg_strength if cfg.reg_strength is not None else DEFAULT_REG_STRENGTH)
 
     def start(self, graph, budget) -> None:

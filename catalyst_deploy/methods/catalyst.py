@@ -46,7 +46,7 @@ class CatalystRegularizer(PruningMethod):
         self.history: list[tuple[int, float]] = []
 
     @classmethod
-    def from_config(cls, cfg) -> "CatalystRegularizer":
+    def from_config(cls, cfg) -> CatalystRegularizer:
         s = cfg.catalyst
         return cls(c0=s.c0, cost_aware=s.cost_aware, gate_lr=s.gate_lr)
 
