@@ -99,6 +99,36 @@ def fairness_lines(fair: dict) -> list[str]:
     return lines
 
 
+def latency_aware_lines(args, dense) -> list[str]:
+    """Catalyst and L1 at 1+1 epochs with and without --latency-aware ort-cpu: accuracy, MACs, latency."""
+    import dataclasses
+
+    from compare_runs import run_cached
+
+    chosen = json.loads((args.out / "selection.json").read_text())["chosen"]
+    lines = ["| method | target | latency-aware | final (test) | MACs | ORT CPU latency ratio b1 | b32 |",
+             "|---|---|---|---|---|---|---|"]
+    for method in ("catalyst", "l1"):
+        for target in args.targets:
+            for aware in (False, True):
+                la_args = dataclasses.replace(args) if hasattr(args, "__dataclass_fields__") else args
+                la_args.latency_aware = aware
+                rows = []
+                for seed in args.seeds:
+                    try:
+                        rows.append(run_cached(la_args, method, chosen[method], "1+1", target, seed, dense[seed],
+                                               cached_only=True))
+                    except SystemExit:
+                        continue
+                rows = [r for r in rows if not r.get("error")]
+                if rows:
+                    lines.append(f"| {method} | {target:g} | {'on' if aware else 'off'} | "
+                                 f"{mean_std([r['acc_final'] for r in rows])} | {mean_std([r['macs_ratio'] for r in rows], 3)} | "
+                                 f"{mean_std([r['latency']['1'] for r in rows], 3)} | {mean_std([r['latency']['32'] for r in rows], 3)} |")
+    args.latency_aware = False
+    return lines
+
+
 def write_results(args, dense) -> None:
     from compare import BUDGETS
     from results_file import machine_line, write_section
@@ -123,6 +153,8 @@ def write_results(args, dense) -> None:
             lines += ["", f"### {budget} epochs, target {target:g} (test accuracy %, mean ± std over seeds)", "",
                       *result_table(records, budget, target)]
     lines += ["", "### The issue's goals", "", *goal_lines(records, list(BUDGETS), args.targets)]
+    lines += ["", "### Latency-aware allocation on and off (`--latency-aware ort-cpu`, 1+1 epochs, 3 seeds)", "",
+              *latency_aware_lines(args, dense)]
     fair_path = args.out / "compare_fairness.json"
     if fair_path.is_file():
         lines += ["", "### Fair chance (P2): half of each group's channels rescaled by k, function-preserving", "",
