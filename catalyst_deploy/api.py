@@ -12,16 +12,12 @@ from pathlib import Path
 from collections.abc import Callable
 
 from catalyst_deploy.config import PruneConfig, load_config  # noqa: F401 (re-exported for callers)
-from catalyst_deploy.errors import CatalystDeployError, UsageError
+from catalyst_deploy.errors import CatalystDeployError, PartialFailure, UsageError  # noqa: F401 (PartialFailure re-exported)
 
 DEFAULT_PRUNE_OUT = "runs/prune"
 
 
-class PartialFailure(CatalystDeployError):
-    """The model was pruned and written, but an export or the benchmark failed (exit code 1)."""
-
-
-def prune(cfg: PruneConfig, progress: Callable | None = None, log: Callable[[str], None] = print):
+def prune(cfg: PruneConfig, progress: Callable | None = None, log: Callable[[str], None] = print, _group_weight=None):
     """Run the whole pipeline of `cfg`, writing its outputs to `cfg.out`; returns the `report.PruneReport`.
 
     The model, data, target and export formats are checked before the output folder is touched. The folder
@@ -37,8 +33,10 @@ def prune(cfg: PruneConfig, progress: Callable | None = None, log: Callable[[str
 
     out = cfg.out if cfg.out is not None else next_free_folder(DEFAULT_PRUNE_OUT)
     if cfg.target_latency is not None:
-        return _prune_to_latency(cfg, out, progress, log)
-    run = PruneRun(cfg, progress=progress, log=log)
+        from catalyst_deploy.latency_run import prune_to_latency
+
+        return prune_to_latency(cfg, out, progress, log, prune)
+    run = PruneRun(cfg, progress=progress, log=log, group_weight=_group_weight)
     setup = run.setup()
     # under torchrun rank 0 claims the folder; the other ranks get a view of it that writes nothing
     folder = distributed.claim_on_main(claim_run_folder)(out, inputs=[cfg.model, cfg.weights, spec_path(cfg.data)],
@@ -55,85 +53,6 @@ def prune(cfg: PruneConfig, progress: Callable | None = None, log: Callable[[str
         raise PartialFailure(f"pruned model written to {out}, but export failed: "
                              + "; ".join(f"{fmt}: {msg}" for fmt, msg in failed.items()))
     return report
-
-
-def _prune_to_latency(cfg: PruneConfig, out, progress, log, max_rounds: int = 3):
-    """`--target-latency`: search the MACs share on cut copies of the dense model (latency_target), prune to
-    it, then measure the exported files; a miss re-runs with a corrected share (at most `max_rounds` runs)."""
-    import dataclasses
-
-    from catalyst_deploy.graph import channel_norms
-    from catalyst_deploy.latency_target import TOLERANCE, parse_latency_target, search_share
-
-    from catalyst_deploy.pipeline import PruneRun
-    from catalyst_deploy.ranks import launched
-
-    if launched()[0] > 1:
-        raise UsageError("--target-latency runs in one process (its search times models on this machine): run it "
-                         "without torchrun, or give the MACs share it found as --target-flops under torchrun")
-    target = parse_latency_target(cfg.target_latency)
-    cfg = _latency_config(cfg, target, out)
-    setup = PruneRun(cfg, progress=progress, log=log).setup()
-    budget_for = lambda share: dataclasses.replace(setup.budget, target_macs=share * setup.macs)  # noqa: E731
-    priority = -channel_norms(setup.graph.producer_slices(), setup.graph.num_channels)
-    from catalyst_deploy.bench.harness import BenchOptions
-
-    timing = BenchOptions(threads=cfg.bench.threads, min_time_s=cfg.bench.min_time_s, min_runs=cfg.bench.min_runs)
-    found = search_share(setup.model, setup.example, setup.graph, priority, target, budget_for, cfg.latency_backend,
-                         log=log, bench_options=timing)
-    share, rounds = found.share, []
-    for round_ in range(max_rounds):
-        run_cfg = dataclasses.replace(cfg, target_flops=f"{share:.6f}", overwrite=cfg.overwrite or round_ > 0)
-        report = prune(run_cfg, progress, log)
-        cell = next((c for c in report.latency.get("cells", []) if c["backend"] == cfg.latency_backend
-                     and c["batch"] == target.batch), None) if report.latency else None
-        if cell is None:
-            raise CatalystDeployError(f"--target-latency: {cfg.latency_backend} timed none of the exported files")
-        goal = target.as_ratio(cell["dense_ms"])
-        rounds.append({"macs_share": round(share, 4), "latency_ratio": round(cell["ratio"], 4), "target_ratio": round(goal, 4)})
-        if goal * (1 - TOLERANCE) <= cell["ratio"] <= goal:
-            break
-        share *= goal * (1 - TOLERANCE / 2) / cell["ratio"]
-    met = goal * (1 - TOLERANCE) <= rounds[-1]["latency_ratio"] <= goal
-    report.latency["target"] = {"target": str(target), "backend": cfg.latency_backend, "batch": target.batch,
-                                "search": found.history, "prune_runs": rounds, "met": met}
-    from catalyst_deploy.outputs import write_report
-    from catalyst_deploy.rundir import read_marker
-
-    if read_marker(Path(out)):
-        write_report(report, _reopen(out))
-    if not met:
-        raise PartialFailure(f"--target-latency {target}: reached a latency ratio of {rounds[-1]['latency_ratio']:.3f} "
-                             f"against {goal:.3f} after {len(rounds)} prune run(s) (see report.md); the closest model "
-                             f"is in {out}")
-    return report
-
-
-def _latency_config(cfg: PruneConfig, target, out) -> PruneConfig:
-    """The run settings a latency target implies: latency-aware allocation on the deploy backend, an export
-    the backend runs, and a benchmark at the target's batch."""
-    import dataclasses
-
-    from catalyst_deploy.bench.backends import get_backend
-
-    fmt = get_backend(cfg.latency_backend).runs
-    formats = cfg.export.formats if fmt in cfg.export.formats else (*cfg.export.formats, fmt)
-    batches = tuple(sorted(set(cfg.bench.batches) | {target.batch}))
-    threads = cfg.bench.threads or cfg.threads  # the search and the final check time the same way
-    return dataclasses.replace(cfg, out=Path(out), latency_aware=cfg.latency_aware or cfg.latency_backend,
-                               export=dataclasses.replace(cfg.export, formats=formats),
-                               bench=dataclasses.replace(cfg.bench, enabled=True, batches=batches, threads=threads),
-                               target_latency=None)
-
-
-def _reopen(out):
-    """The finished run folder, to rewrite its report with the latency search in it."""
-    from catalyst_deploy.rundir import RunFolder, read_marker
-
-    marker = read_marker(Path(out))
-    folder = RunFolder(Path(out).absolute(), created=False, files=list(marker.get("files", [])),
-                       settings=marker.get("settings", {}), status=marker.get("status", "done"))
-    return folder
 
 
 def export(model, fmt: str, out: str | Path, *, input_shape: tuple[int, ...] | None = None, example=None,

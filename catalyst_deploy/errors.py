@@ -13,6 +13,10 @@ class UsageError(CatalystDeployError):
     exit_code = 2
 
 
+class PartialFailure(CatalystDeployError):
+    """The model was pruned and written, but an export or the benchmark failed (exit code 1)."""
+
+
 class MissingDependency(CatalystDeployError):
     """An optional package or piece of hardware is missing; the message names the pip extra."""
 

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from catalyst_deploy.errors import CatalystDeployError, UsageError
 
 TOLERANCE = 0.03  # the measured latency must land within 3% under the target
+CLIFF = 0.005  # shares this close that straddle the window: latency jumps there (a kernel's channel block)
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class SearchResult:
     target_ratio: float
     met: bool
     history: list[dict] = field(default_factory=list)
+    cliff: tuple[float, float] | None = None  # (share, share) between which the latency jumps over the window
 
     @property
     def iterations(self) -> int:
@@ -81,30 +83,54 @@ def search_share(model, example, graph, priority, target: LatencyTarget, budget_
 
     with tempfile.TemporaryDirectory(prefix="catalyst-deploy-latency-") as work:
         dense_onnx = _export(model, example, Path(work) / "dense.onnx")
-        lo, hi, share = 0.0, 1.0, target.ratio if target.ratio is not None else 0.6
-        result = None
-        for i in range(max_iterations):
-            share = _next_share(share, result, lo, hi)
+
+        def measure(share: float, i: int):
             cut = apply_plan(copy.deepcopy(model).cpu().eval(), graph.plan_for(budget_for(share).select(priority)))
-            ratio, dense_ms, pruned_ms = _measure(_export(cut, example, Path(work) / f"cut{i}.onnx"), dense_onnx,
-                                                  backend, target.batch, example, bench_options)
-            goal = target.as_ratio(dense_ms)
-            met = goal * (1 - tolerance) <= ratio <= goal
-            result = SearchResult(share, ratio, dense_ms, pruned_ms, goal, met, (result.history if result else []))
-            result.history.append({"share": round(share, 4), "ratio": round(ratio, 4), "pruned_ms": round(pruned_ms, 4)})
-            log(f"latency search {i + 1}: MACs share {share:.3f} -> latency ratio {ratio:.3f} (target {goal:.3f})")
-            if met:
-                break
-            lo, hi = (lo, share) if ratio > goal else (share, hi)
+            return _measure(_export(cut, example, Path(work) / f"cut{i}.onnx"), dense_onnx, backend, target.batch,
+                            example, bench_options)
+
+        return find_share(measure, target, tolerance, max_iterations, log)
+
+
+def find_share(measure: Callable, target: LatencyTarget, tolerance: float = TOLERANCE, max_iterations: int = 10,
+               log=print) -> SearchResult:
+    """The search itself, on any `measure(share, iteration) -> (ratio, dense ms, pruned ms)`: a multiplicative
+    correction inside a shrinking bracket, stopping when a ratio lands in [goal * (1 - tolerance), goal]. When
+    the bracket narrows below `CLIFF` without landing (the latency jumps over the window there), or the
+    iterations run out, it returns the closest measured share under the goal (`cliff` says where it jumped)."""
+    lo, hi, share = 0.0, 1.0, target.ratio if target.ratio is not None else 0.6
+    result = best = None
+    history: list[dict] = []
+    for i in range(max_iterations):
+        share = _next_share(share, result, lo, hi, tolerance)
+        ratio, dense_ms, pruned_ms = measure(share, i)
+        goal = target.as_ratio(dense_ms)
+        met = goal * (1 - tolerance) <= ratio <= goal
+        result = SearchResult(share, ratio, dense_ms, pruned_ms, goal, met, history)
+        history.append({"share": round(share, 4), "ratio": round(ratio, 4), "pruned_ms": round(pruned_ms, 4)})
+        log(f"latency search {i + 1}: MACs share {share:.3f} -> latency ratio {ratio:.3f} (target {goal:.3f})")
+        if ratio <= goal and (best is None or ratio > best.ratio):
+            best = result
+        if met:
+            return result
+        lo, hi = (lo, share) if ratio > goal else (share, hi)
+        if hi - lo < CLIFF:
+            result.cliff = (round(lo, 4), round(hi, 4))
+            log(f"latency search: the latency jumps over the target window between MACs shares {lo:.3f} and "
+                f"{hi:.3f}; keeping the closest share under the target")
+            break
+    if best is not None:  # the closest measured cut under the target
+        best.cliff = result.cliff
+        return best
     return result
 
 
-def _next_share(share, result, lo: float, hi: float) -> float:
+def _next_share(share, result, lo: float, hi: float, tolerance: float = TOLERANCE) -> float:
     """First guess: the target ratio itself; then correct multiplicatively (latency is close to proportional
     to MACs), staying strictly inside the bracket [lo, hi] and falling back to bisection at its edges."""
     if result is None:
         return share
-    guess = result.share * (result.target_ratio * (1 - TOLERANCE / 2)) / result.ratio
+    guess = result.share * (result.target_ratio * (1 - tolerance / 2)) / result.ratio
     if not lo < guess < hi:
         guess = (lo + hi) / 2
     return guess

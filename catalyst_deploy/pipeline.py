@@ -48,11 +48,13 @@ class PruneRun:
     """One `prune` run. `progress(label, total)` -> update(advance, **fields); `log(msg)` prints a line (both
     only on rank 0 under torchrun)."""
 
-    def __init__(self, cfg: PruneConfig, progress: Callable | None = None, log: Callable[[str], None] = print):
+    def __init__(self, cfg: PruneConfig, progress: Callable | None = None, log: Callable[[str], None] = print,
+                 group_weight: torch.Tensor | None = None):
         if not distributed.is_main():  # one voice: the other ranks would repeat rank 0's lines
             progress, log = None, _quiet
         self.cfg, self.progress, self.log = cfg, progress, log
         self.report = PruneReport(config=config_json(cfg))
+        self.group_weight = group_weight  # latency weights measured before (--target-latency reuses its search's)
 
     def setup(self) -> Setup:
         """Data, model, graph and budget, with every check that can run before training (`preflight`).
@@ -109,8 +111,9 @@ class PruneRun:
         macs, params = count_macs(model, example)
         graph = ChannelGraph(model, example, cfg.ignore)
         # measured latencies differ from rank to rank: rank 0's decide for all
-        weight = distributed.from_main(lambda: self._latency_weights(model, example, graph)) \
-            if cfg.latency_aware else None
+        weight = self.group_weight
+        if weight is None and cfg.latency_aware:
+            weight = distributed.from_main(lambda: self._latency_weights(model, example, graph))
         budget = Budget(tuple(graph.sizes), graph.trial_macs, cfg.target.macs(macs), cfg.round_to, cfg.max_layer_ratio,
                         weight)
         preflight.check_target(cfg, budget, macs)
