@@ -8,7 +8,9 @@ from __future__ import annotations
 import copy
 
 
-def run_fairness(args, dense, factors=(0.1, 10.0), methods=("catalyst", "l1", "group-lasso"), steps: int = 300) -> dict:
+def run_fairness(args, dense, factors=(0.1, 10.0), methods=("catalyst", "l1", "group-lasso"), steps: int = 300,
+                 settings: dict | None = None) -> dict:
+    """`settings` maps a method to the setting it runs with (default: compare.py's selection)."""
     import torch
 
     from catalyst_deploy.data import load_dataset, make_loaders
@@ -23,10 +25,11 @@ def run_fairness(args, dense, factors=(0.1, 10.0), methods=("catalyst", "l1", "g
     rows, check = [], {}
     for factor in factors:
         for method in methods:
+            torch.manual_seed(0)  # every method and script starts from the same draws (shuffle, augmentation)
             model = copy.deepcopy(reference)
             code = rescale_half(model, example, factor, seed=3)
             check[str(factor)] = evaluate(model, val, torch.device("cpu"))
-            mask = decide(method, model, train, example, 8 if args.quick else steps)
+            mask = decide(method, model, train, example, 8 if args.quick else steps, (settings or {}).get(method))
             rows.append({"factor": factor, "method": method, "gap_points": round(share_pruned_gap(mask, code), 2),
                          "pruned_rescaled": float(mask[code == 1].float().mean()),
                          "pruned_untouched": float(mask[code == 0].float().mean())})
@@ -35,9 +38,9 @@ def run_fairness(args, dense, factors=(0.1, 10.0), methods=("catalyst", "l1", "g
             "steps": steps}
 
 
-def decide(method_name: str, model, loader, example, steps: int):
-    """The prune set for half the MACs that `method_name` (compare.py's selected setting where it has one)
-    decides after `steps` optimizer steps with every weight trainable."""
+def decide(method_name: str, model, loader, example, steps: int, setting: dict | None = None):
+    """The prune set for half the MACs that `method_name` (with `setting`, else compare.py's selected setting
+    where it has one) decides after `steps` optimizer steps with every weight trainable."""
     import json
     from pathlib import Path
 
@@ -53,8 +56,9 @@ def decide(method_name: str, model, loader, example, steps: int):
     from catalyst_deploy.train import PhaseSettings, train_phase
 
     selection = Path(__file__).with_name("selection.json")
-    chosen = json.loads(selection.read_text())["chosen"].get(method_name, {}) if selection.is_file() else {}
-    chosen = {k: v for k, v in chosen.items() if k != "cut"}
+    if setting is None:
+        setting = json.loads(selection.read_text())["chosen"].get(method_name, {}) if selection.is_file() else {}
+    chosen = {k: v for k, v in setting.items() if k != "cut"}
     graph = ChannelGraph(model, example)
     macs = count_macs(model, example)[0]
     budget = Budget(tuple(graph.sizes), graph.trial_macs, 0.5 * macs, None, 0.9)

@@ -6,9 +6,11 @@ targets, the 1+1 budget, test split, through compare.py's run machinery (records
 
 Variants: the setting chosen on the validation split ("shipped"); without cost weights (every channel's
 penalty equal); holding lambda until the channels have split (settle 0.02) instead of freezing when the
-collapsed set covers the target; c0 = 1.5; restoring survivors' gates to 1 at the freeze; and a transplant:
-the prune set the shipped setting decided, trained with L1's schedule (cut at once, every step recovers),
-which separates the quality of the set from the cost of the phase.
+collapsed set covers the target; c0 = 1.5; restoring survivors' gates to 1 at the freeze; gates that train at
+20x the learning rate (the task loss louder against the penalty's clock); and a transplant: the prune set the
+shipped setting decided, trained with L1's schedule (cut at once, every step recovers), which separates the
+quality of the set from the cost of the phase. The shipped setting and the fast gates also go through
+compare.py's fair-chance experiment (seed 0), since a setting can win on accuracy by giving up that property.
 
 Writes method_study.json and the `catalyst-variants` section of RESULTS.md.
 """
@@ -31,7 +33,10 @@ VARIANTS = {
     "hold": ({"settle": 0.02}, "lambda held until at most 2% of channels are undecided (the split by the dynamics)"),
     "c0-1.5": ({"c0": 1.5}, "every channel starts at c = 1.5"),
     "restore": ({"restore": True}, "kept channels' gates set back to 1 at the freeze"),
+    "gate-lr-20": ({"gate_lr": 20.0}, "gates train at 20x the learning rate: the task loss louder against the "
+                                      "penalty's clock (the best of gate_lr 3-100 on the validation split, seed 0)"),
 }
+FAIRNESS = ("shipped", "gate-lr-20")  # variants whose fair-chance gap (compare_fairness, seed 0) is measured too
 
 
 class FixedSet(PruningMethod):
@@ -78,13 +83,21 @@ def main(argv=None) -> int:
                     moved = run_cached(args, "transplant", {"cut": "start", "_set_of": record["key"]}, "1+1", target,
                                        seed, dense[seed])
                     rows.append({**{k: v for k, v in moved.items() if k != "pruned"}, "variant": "transplant"})
-    (HERE / "method_study.json").write_text(json.dumps(rows, indent=1))
-    write_section(rows, args)
+    fairness = {}
+    if 0 in extra.seeds:  # the fair-chance experiment runs on seed 0's dense model (one lane's share)
+        from compare_fairness import run_fairness
+
+        for name in FAIRNESS:
+            setting = {"catalyst": {**shipped.get("catalyst", {}), **VARIANTS[name][0]}}
+            found = run_fairness(args, dense[0], methods=("catalyst",), settings={"catalyst": setting})
+            fairness[name] = {str(r["factor"]): r["gap_points"] for r in found["rows"]}
+    (HERE / "method_study.json").write_text(json.dumps({"rows": rows, "fairness": fairness}, indent=1))
+    write_section(rows, args, fairness)
     del BUDGETS
     return 0
 
 
-def write_section(rows: list[dict], args) -> None:
+def write_section(rows: list[dict], args, fairness: dict) -> None:
     from compare_report import mean_std
     from results_file import machine_line, write_section as write
 
@@ -94,15 +107,25 @@ def write_section(rows: list[dict], args) -> None:
              f"- machine: {machine_line()}; 1 thread; commit(s) {', '.join(sorted({r['commit'] for r in rows}))}",
              "- compare.py's dense models and protocol, 1+1 epochs, seeds " + ", ".join(map(str, args.seeds))
              + "; test accuracy %, mean ± std over seeds", "",
-             "| variant | what | target | right after the cut | final | MACs | margin at freeze (log10) | decided at freeze |",
-             "|---|---|---|---|---|---|---|---|"]
+             "- fair chance: the gap (points) between the shares pruned among rescaled and untouched channels after "
+             "compare.py's fair-chance experiment (seed 0, 300 steps, every weight trainable), k = 0.1 / 10; "
+             "L1 and group lasso are in the `compare` section", "",
+             "| variant | what | target | right after the cut | final | final (val) | MACs | ORT CPU latency b1 "
+             "| rank corr. with ablation | margin at freeze (log10) | decided at freeze | fair chance gap k = 0.1 / 10 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in [*VARIANTS, "transplant"]:
         for target in args.targets:
             mine = [r for r in rows if r["variant"] == name and r["target"] == target and not r.get("error")]
             cat = [r["catalyst"] for r in mine if r.get("catalyst")]
+            gaps = fairness.get(name)
+            fair = f"{gaps['0.1']:+.1f} / {gaps['10.0']:+.1f}" if gaps else "-"
+            latency = [r["latency"]["1"] for r in mine if r.get("latency")]
             lines.append(f"| {name} | {described[name]} | {target:g} | {mean_std([r['acc_after_cut'] for r in mine])} | "
-                         f"**{mean_std([r['acc_final'] for r in mine])}** | {mean_std([r['macs_ratio'] for r in mine], 3)} | "
-                         f"{mean_std([c['margin_log10'] for c in cat])} | {mean_std([c['decided_share'] for c in cat])} |")
+                         f"**{mean_std([r['acc_final'] for r in mine])}** | {mean_std([r['val_final'] for r in mine])} | "
+                         f"{mean_std([r['macs_ratio'] for r in mine], 3)} | {mean_std(latency, 3)} | "
+                         f"{mean_std([r['rank_corr'] for r in mine if r.get('rank_corr') is not None], 3)} | "
+                         f"{mean_std([c['margin_log10'] for c in cat])} | {mean_std([c['decided_share'] for c in cat])} | "
+                         f"{fair if target == args.targets[0] else ''} |")
     write("catalyst-variants", "\n".join(lines), HERE / "RESULTS.md")
 
 
