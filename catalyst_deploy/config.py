@@ -29,7 +29,8 @@ class CatalystSettings:
     c0: float = setting(1.05, "c = d/|s| of every channel at the start (> 1: each must be defended)", lo=1.0)
     step0: float = setting(0.002, "initial proximal step eta*lambda", lo=0.0, lo_open=True)
     step_max: float = setting(0.2, "proximal step reached at the deadline", lo=0.0, lo_open=True)
-    gate_lr: float = setting(1.0, "learning rate of the gates, as a multiple of --lr", lo=0.0, lo_open=True)
+    gate_lr: float = setting(1.0, "learning rate of the gates, as a multiple of --lr: how loud the task loss is "
+                                   "against the penalty's clock (docs/method.md)", lo=0.0, lo_open=True)
     check_every: int = setting(5, "optimizer steps between two looks at the channels", lo=1)
     settle: float = setting(1.0, "once the collapsed channels cover the target, wait until at most this share of "
                                  "channels is undecided (1: freeze at once; waiting overshoots, docs/method.md)",
@@ -37,6 +38,9 @@ class CatalystSettings:
     deadline: float = setting(0.6, "freeze at the latest after this share of the regularized phase", lo=0.0,
                               hi=1.0, lo_open=True)
     cost_aware: bool = setting(True, "weigh each channel's penalty by the MACs its removal saves")
+    invariant: bool = setting(False, "during the phase, scale each consumer input column's gradient by its "
+                                     "squared norm, so that the update commutes with a function-preserving "
+                                     "rescale of a channel (docs/method.md)")
     restore: bool = setting(False, "give kept channels back their full scale at the freeze (measured harmful: "
                                    "BN scales grew to make up for the shrunk gates)")
     freeze_step: float = setting(0.2, "proximal step that drives channels added at the freeze to zero", lo=0.0,

@@ -219,3 +219,21 @@ def _output_params(module: nn.Module) -> list[tuple[nn.Parameter, int]]:
     if getattr(module, "bias", None) is not None:
         params.append((module.bias, 0))
     return [(p, d) for p, d in params if isinstance(p, nn.Parameter) and p.dim() > d]
+
+
+def consumer_columns(graph: ChannelGraph, channels=None) -> list[tuple]:
+    """(weight, input positions) of every conv/linear that consumes a channel of `graph` (a global channel
+    index in `channels`, every channel when None), each weight once with its positions sorted."""
+    from torch import nn
+
+    found: dict[int, tuple] = {}
+    for g, group in enumerate(graph.groups):
+        for item in group:
+            module = item.dep.target.module
+            if graph.dg.is_out_channel_pruning_fn(item.dep.handler) or not isinstance(module, (nn.Conv2d, nn.Linear)):
+                continue
+            for pos, root in zip(item.idxs, item.root_idxs):
+                if channels is None or graph.offsets[g] + int(root) in channels:
+                    found.setdefault(id(module.weight), (module.weight, set()))[1].add(int(pos))
+    return [(weight, sorted(positions)) for weight, positions in found.values()]
+

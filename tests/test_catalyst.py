@@ -25,7 +25,7 @@ from catalyst_deploy.methods.controller import CatalystController
 from catalyst_deploy.methods.fairness import rescale_half, share_pruned_gap
 from catalyst_deploy.phases import PhaseHooks
 from catalyst_deploy.plan import apply_plan
-from catalyst_deploy.train import PhaseSettings, evaluate, train_phase
+from catalyst_deploy.train import PhaseSettings, evaluate, make_optimizer, train_phase
 from catalyst_deploy.zoo import fashion_small_resnet, small_resnet, tiny_cnn
 
 EXAMPLE = torch.randn(1, 1, 28, 28, generator=torch.Generator().manual_seed(0))
@@ -157,6 +157,44 @@ def test_p2_a_rescale_of_what_catalyst_gates_does_not_change_whom_it_prunes(demo
         gaps[name] = share_pruned_gap(decide(name, model, demo_loaders[0]), code)
     assert abs(gaps["catalyst"]) <= 8.0, gaps  # measured: -2.7 (k = 0.1), +2.2 (k = 10)
     assert abs(gaps["l1"]) >= 30.0 and abs(gaps["group-lasso"]) >= 30.0, gaps  # magnitude methods are fooled
+
+
+def rescale_drift(demo_loaders, invariant: bool, factor: float = 10.0, steps: int = 3) -> tuple[float, float]:
+    """Train a model and its function-preserving rescale (fairness.rescale_half) side by side on the same
+    batches with fast gates; afterwards, the largest output difference relative to the output's size, and
+    the largest difference of the catalyst variables d."""
+    torch.manual_seed(0)
+    reference = fashion_small_resnet()
+    rescaled = copy.deepcopy(reference)
+    rescale_half(rescaled, EXAMPLE, factor, seed=3)
+    batches = [b for _, b in zip(range(steps), demo_loaders[0])]
+    runs = []
+    for model in (reference, rescaled):
+        model.train()
+        method, _, _ = started(model, gate_lr=20.0, invariant=invariant)
+        method.set_lambda(1.0, 0)
+        optimizer = make_optimizer(model, PhaseSettings(steps, 0.02), method.no_decay_params(), method.lr_scales())
+        for x, y in batches:
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            method.before_step()
+            optimizer.step()
+            method.after_step(0.02)
+        runs.append((model.eval(), method))
+    x = batches[0][0]
+    with torch.no_grad():
+        a, b = runs[0][0](x), runs[1][0](x)
+    return float((a - b).abs().max() / a.abs().max()), float((runs[0][1].d - runs[1][1].d).abs().max())
+
+
+@pytest.mark.slow
+def test_the_invariant_update_commutes_with_a_function_preserving_rescale(demo_loaders):
+    """Definition of the invariant update: training a rescaled copy gives the rescaled copy of the trained
+    model, so it computes the same function after the steps. Plain SGD (the control) does not."""
+    output, decisions = rescale_drift(demo_loaders, invariant=True)
+    assert output < 1e-4 and decisions < 1e-4, (output, decisions)  # measured: 3e-7, 0
+    output, _ = rescale_drift(demo_loaders, invariant=False)
+    assert output > 1e-2, output  # the same check fails without it (measured: 9.4)
 
 
 # ---- P3 and P4 --------------------------------------------------------------------------------------

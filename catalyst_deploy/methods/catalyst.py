@@ -37,8 +37,9 @@ class CatalystRegularizer(PruningMethod):
     """The gates, the catalyst variables and the proximal update. The schedule (lambda, when to freeze)
     is `methods.controller.CatalystController`'s."""
 
-    def __init__(self, c0: float = 1.05, cost_aware: bool = True, gate_lr: float = 1.0):
-        self.c0, self.cost_aware, self.gate_lr = c0, cost_aware, gate_lr
+    def __init__(self, c0: float = 1.05, cost_aware: bool = True, gate_lr: float = 1.0, invariant: bool = False):
+        self.c0, self.cost_aware, self.gate_lr, self.invariant = c0, cost_aware, gate_lr, invariant
+        self.columns: list = []  # (weight, input positions) preconditioned by `before_step` when invariant
         self.lam = 0.0
         self.frozen: torch.Tensor | None = None  # bool mask of the prune set once frozen
         self.frozen_step = 0.0
@@ -48,7 +49,7 @@ class CatalystRegularizer(PruningMethod):
     @classmethod
     def from_config(cls, cfg) -> CatalystRegularizer:
         s = cfg.catalyst
-        return cls(c0=s.c0, cost_aware=s.cost_aware, gate_lr=s.gate_lr)
+        return cls(c0=s.c0, cost_aware=s.cost_aware, gate_lr=s.gate_lr, invariant=s.invariant)
 
     # ---- PruningMethod -------------------------------------------------------------------------
     def start(self, graph: ChannelGraph, budget: Budget) -> None:
@@ -63,6 +64,10 @@ class CatalystRegularizer(PruningMethod):
         self.gates = attach_gates(graph, device)
         self.d = torch.full((graph.num_channels,), float(self.c0), device=device)
         self.collapsed_at = torch.full((graph.num_channels,), -1, dtype=torch.long, device=device)
+        if self.invariant:
+            from catalyst_deploy.graph import consumer_columns
+
+            self.columns = [(w, torch.tensor(pos, device=device)) for w, pos in consumer_columns(graph)]
 
     @property
     def s(self):
@@ -73,6 +78,24 @@ class CatalystRegularizer(PruningMethod):
 
     def lr_scales(self) -> dict:
         return {id(self.gates.s): self.gate_lr}
+
+    def before_step(self) -> None:
+        """With `invariant`: multiply the task gradient of each consumer input column by its squared norm over
+        its expected norm at initialisation (2 * out / in, from the shape alone). A rescale of a channel by k
+        (producer x k, consumer columns x 1/k) multiplies a column's gradient by k and this factor by 1/k^2,
+        so the column's step scales by 1/k, exactly like the column: the update commutes with the rescale.
+        SGD's weight decay is added after this and is proportional to the weight, so it commutes too."""
+        import torch
+
+        with torch.no_grad():
+            for weight, pos in self.columns:
+                if weight.grad is None:
+                    continue
+                cols = weight.index_select(1, pos)
+                norm2 = cols.pow(2).flatten(2).sum(2).sum(0) if cols.dim() > 2 else cols.pow(2).sum(0)
+                scale = norm2 / (2.0 * weight.shape[0] / weight.shape[1])
+                shape = (1, -1) + (1,) * (weight.dim() - 2)
+                weight.grad.index_copy_(1, pos, weight.grad.index_select(1, pos) * scale.view(shape))
 
     def after_step(self, lr: float) -> None:
         import torch

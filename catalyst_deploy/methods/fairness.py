@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from catalyst_deploy.graph import ChannelGraph
+from catalyst_deploy.graph import ChannelGraph, consumer_columns
 
 
 def rescale_half(model: nn.Module, example: torch.Tensor, factor: float, seed: int) -> torch.Tensor:
@@ -30,23 +30,10 @@ def rescale_half(model: nn.Module, example: torch.Tensor, factor: float, seed: i
         for sl in graph.producer_slices(skip_normalized=True):
             idx = sl.pos[code[sl.chan] == 1]
             sl.param.index_copy_(sl.dim, idx, sl.param.index_select(sl.dim, idx) * factor)
-        for weight, pos in _consumer_columns(graph, code):
-            weight[:, pos] *= 1.0 / factor
+        rescaled = set(torch.nonzero(code == 1).flatten().tolist())
+        for weight, positions in consumer_columns(graph, rescaled):
+            weight[:, positions] *= 1.0 / factor
     return code
-
-
-def _consumer_columns(graph: ChannelGraph, code: torch.Tensor) -> list[tuple[torch.Tensor, int]]:
-    """(weight, input column) of every conv/linear that consumes a rescaled channel, each once."""
-    columns = {}
-    for g, group in enumerate(graph.groups):
-        for item in group:
-            module = item.dep.target.module
-            if graph.dg.is_out_channel_pruning_fn(item.dep.handler) or not isinstance(module, (nn.Conv2d, nn.Linear)):
-                continue
-            for pos, root in zip(item.idxs, item.root_idxs):
-                if code[graph.offsets[g] + int(root)] == 1:
-                    columns[(id(module.weight), int(pos))] = (module.weight, int(pos))
-    return list(columns.values())
 
 
 def share_pruned_gap(mask: torch.Tensor, code: torch.Tensor) -> float:
