@@ -1,13 +1,13 @@
 """ONNX Runtime CPU latency, pruned / dense, of torchvision models cut to half their MACs by several
-pruning methods, all timed interleaved in one process (DESIGN.md 6; issue "Export and real latency").
+pruning methods, all timed interleaved in one process (README, "Deploying for latency").
 
     python benchmarks/latency.py                                   # resnet18 + mobilenet_v2, batch 1 and 8
     python benchmarks/latency.py --models resnet18 --batches 1 --repeats 1
 
 Methods (all L2-magnitude ranking inside a layer, random-init weights: latency depends on shapes only):
-  anchor             torch-pruning MetaPruner, the same share of every layer, round_to 8: the reference
-                     of ../shared/anchors/torch_pruning_latency.py (same channel counts, found by bisection
-                     over its 400-step schedule instead of stepping through it)
+  anchor             torch-pruning's own MetaPruner, the same share of every layer, round_to 8: plain
+                     torch-pruning as a user would run it (its channel counts found by bisection over the
+                     pruning ratio instead of stepping through an iterative schedule)
   anchor-r16         the same with round_to 16 (the NCHWc block of ORT's AVX-512 convolutions)
   surgery-l2         the package's one pruning path (graph.ChannelGraph -> allocation.Budget.select ->
                      plan.apply_plan) with its defaults: global L2 ranking, round_to 8
@@ -43,7 +43,7 @@ from catalyst_deploy.exporters.onnx import open_ort_session, torch_to_onnx
 from catalyst_deploy.graph import ChannelGraph, channel_norms
 from catalyst_deploy.macs import count_macs, layer_macs
 from catalyst_deploy.plan import apply_plan
-from results_file import RESULTS, git_commit, machine_line, write_section  # benchmarks/results_file.py
+from results_file import git_commit, machine_line, publish  # benchmarks/results_file.py
 
 SECTION = "latency"  # this script's section of benchmarks/RESULTS.md (results_file.write_section)
 
@@ -235,10 +235,7 @@ def main() -> None:
                                                           args.repeats, Path(workdir)))
             print(f"{name} done ({(time.time() - start) / 60:.1f} min)", flush=True)
     section = format_section(all_results, args, time.time() - start, (load_before, os.getloadavg()[0]), staircase)
-    print(section)
-    if not args.no_write:
-        write_section(SECTION, section)
-        print(f"wrote the latency section of {RESULTS}")
+    publish(SECTION, section, write=not args.no_write)
 
 
 if __name__ == "__main__":

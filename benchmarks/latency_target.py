@@ -28,7 +28,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from results_file import RESULTS, git_commit, machine_line, write_section  # noqa: E402
+from results_file import git_commit, machine_line, publish  # noqa: E402
 
 SECTION = "latency-target"
 WINDOW = 0.05  # accepted: within 5% under the target (0.57-0.60 for 0.6x); the package itself asks for 3%
@@ -139,10 +139,7 @@ def main() -> None:
     met = [r for r in rows if r.get("met")]
     print(f"met the package's 3% window in {len(met)} of {len(rows)} runs")
     text = section(rows, args, (load_before, os.getloadavg()[0]), header)
-    print(text)
-    if not args.no_write:
-        write_section(SECTION, text)
-        print(f"wrote the {SECTION} section of {RESULTS}")
+    publish(SECTION, text, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,14 @@ def write_section(name: str, body: str, path: Path = RESULTS) -> None:
     path.write_text(text)
 
 
+def publish(name: str, body: str, write: bool = True, path: Path = RESULTS) -> None:
+    """Print a section and, unless `write` is off (--no-write), put it into RESULTS.md."""
+    print(body)
+    if write:
+        write_section(name, body, path)
+        print(f"wrote the {name} section of {path}")
+
+
 def machine_line() -> str:
     cpu = "unknown CPU"
     try:
