@@ -20,8 +20,7 @@ def prune_to_latency(cfg: PruneConfig, out, progress, log, prune: Callable, max_
     most `max_rounds` runs)."""
     import dataclasses
 
-    from catalyst_deploy.graph import channel_norms
-    from catalyst_deploy.latency_target import TOLERANCE, parse_latency_target, search_share
+    from catalyst_deploy.latency_target import TOLERANCE, in_window, parse_latency_target, search_share
 
     from catalyst_deploy.pipeline import PruneRun
     from catalyst_deploy.ranks import launched
@@ -33,7 +32,7 @@ def prune_to_latency(cfg: PruneConfig, out, progress, log, prune: Callable, max_
     cfg = _latency_config(cfg, target, out)
     setup = PruneRun(cfg, progress=progress, log=log).setup()
     budget_for = lambda share: dataclasses.replace(setup.budget, target_macs=share * setup.macs)  # noqa: E731
-    priority = _search_priority(cfg, setup, channel_norms)
+    priority = _search_priority(cfg, setup)
     from catalyst_deploy.bench.harness import BenchOptions
 
     # the search compares cuts a few percent apart: time each for longer than a plain benchmark would
@@ -51,10 +50,10 @@ def prune_to_latency(cfg: PruneConfig, out, progress, log, prune: Callable, max_
             raise CatalystDeployError(f"--target-latency: {cfg.latency_backend} timed none of the exported files")
         goal = target.as_ratio(cell["dense_ms"])
         rounds.append({"macs_share": round(share, 4), "latency_ratio": round(cell["ratio"], 4), "target_ratio": round(goal, 4)})
-        if goal * (1 - TOLERANCE) <= cell["ratio"] <= goal:
+        if in_window(cell["ratio"], goal):
             break
         share *= goal * (1 - TOLERANCE / 2) / cell["ratio"]
-    met = goal * (1 - TOLERANCE) <= rounds[-1]["latency_ratio"] <= goal
+    met = in_window(rounds[-1]["latency_ratio"], goal)
     report.latency["target"] = {"target": str(target), "backend": cfg.latency_backend, "batch": target.batch,
                                 "search": found.history, "prune_runs": rounds, "met": met, "cliff": found.cliff}
     from catalyst_deploy.outputs import write_report
@@ -71,9 +70,10 @@ def prune_to_latency(cfg: PruneConfig, out, progress, log, prune: Callable, max_
     return report
 
 
-def _search_priority(cfg: PruneConfig, setup, channel_norms):
+def _search_priority(cfg: PruneConfig, setup):
     """How the search ranks channels: the method's own ranking when it exists before training (the one-shot
     methods), so that the searched cut is the cut the run makes; otherwise the channels' L2 norms."""
+    from catalyst_deploy.graph import channel_norms
     from catalyst_deploy.methods import get_method, make_method
 
     if not get_method(cfg.method).regularized and cfg.method != "taylor":  # taylor needs gradients first
@@ -111,6 +111,5 @@ def _reopen(out):
     from catalyst_deploy.rundir import RunFolder, read_marker
 
     marker = read_marker(Path(out))
-    folder = RunFolder(Path(out).absolute(), created=False, files=list(marker.get("files", [])),
-                       settings=marker.get("settings", {}), status=marker.get("status", "done"))
-    return folder
+    return RunFolder(Path(out).absolute(), created=False, files=list(marker.get("files", [])),
+                     settings=marker.get("settings", {}), status=marker.get("status", "done"))

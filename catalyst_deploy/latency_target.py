@@ -55,6 +55,11 @@ def parse_latency_target(text: str) -> LatencyTarget:
                      "time per call (3ms, or 3ms@8 at batch 8)")
 
 
+def in_window(ratio: float, goal: float, tolerance: float = TOLERANCE) -> bool:
+    """A measured latency ratio meets a goal when it is at most the goal and within `tolerance` under it."""
+    return goal * (1 - tolerance) <= ratio <= goal
+
+
 @dataclass
 class SearchResult:
     share: float
@@ -105,7 +110,7 @@ def find_share(measure: Callable, target: LatencyTarget, tolerance: float = TOLE
         share = _next_share(share, result, lo, hi, tolerance)
         ratio, dense_ms, pruned_ms = measure(share, i)
         goal = target.as_ratio(dense_ms)
-        met = goal * (1 - tolerance) <= ratio <= goal
+        met = in_window(ratio, goal, tolerance)
         result = SearchResult(share, ratio, dense_ms, pruned_ms, goal, met, history)
         history.append({"share": round(share, 4), "ratio": round(ratio, 4), "pruned_ms": round(pruned_ms, 4)})
         log(f"latency search {i + 1}: MACs share {share:.3f} -> latency ratio {ratio:.3f} (target {goal:.3f})")

@@ -41,6 +41,19 @@ def wait_for_checkpoint(out: Path, proc: subprocess.Popen, after_steps: int, tim
     raise AssertionError("no checkpoint in time")
 
 
+def interrupt(out: Path, sig: int, after_steps: int) -> subprocess.Popen:
+    """Start a run into `out` and send it `sig` once it has checkpointed past `after_steps` steps."""
+    proc = start(out)
+    wait_for_checkpoint(out, proc, after_steps)
+    proc.send_signal(sig)
+    return proc
+
+
+def resume(out: Path, *extra: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "catalyst_deploy", *ARGS, "--out", str(out), "--resume", *extra],
+                          capture_output=True, text=True, timeout=timeout)
+
+
 def finished(out: Path) -> tuple[dict, dict]:
     return json.loads((out / "plan.json").read_text()), json.loads((out / "report.json").read_text())
 
@@ -56,13 +69,9 @@ def uninterrupted(tmp_path_factory) -> tuple[dict, dict]:
 @pytest.mark.slow
 def test_kill_9_then_resume_gives_the_same_plan_and_accuracy(tmp_path, uninterrupted):
     out = tmp_path / "killed"
-    proc = start(out)
-    wait_for_checkpoint(out, proc, after_steps=10)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
+    interrupt(out, signal.SIGKILL, after_steps=10).wait(timeout=60)
     assert not (out / "pruned.pt").exists()
-    again = subprocess.run([sys.executable, "-m", "catalyst_deploy", *ARGS, "--out", str(out), "--resume"],
-                           capture_output=True, text=True, timeout=600)
+    again = resume(out)
     assert again.returncode == 0, again.stderr[-3000:]
     plan, report = finished(out)
     whole_plan, whole_report = uninterrupted
@@ -75,15 +84,12 @@ def test_kill_9_then_resume_gives_the_same_plan_and_accuracy(tmp_path, uninterru
 @pytest.mark.slow
 def test_sigint_saves_a_checkpoint_and_says_how_to_resume(tmp_path, uninterrupted):
     out = tmp_path / "interrupted"
-    proc = start(out)
-    wait_for_checkpoint(out, proc, after_steps=5)
-    proc.send_signal(signal.SIGINT)
+    proc = interrupt(out, signal.SIGINT, after_steps=5)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
     assert "--resume" in err and "Traceback" not in err
     assert (out / "checkpoints" / "last.pt").is_file()
-    again = subprocess.run([sys.executable, "-m", "catalyst_deploy", *ARGS, "--out", str(out), "--resume"],
-                           capture_output=True, text=True, timeout=600)
+    again = resume(out)
     assert again.returncode == 0, again.stderr[-3000:]
     assert finished(out)[0]["layers"] == uninterrupted[0]["layers"]
 
@@ -91,11 +97,7 @@ def test_sigint_saves_a_checkpoint_and_says_how_to_resume(tmp_path, uninterrupte
 @pytest.mark.slow
 def test_resume_with_other_settings_is_refused_with_the_keys_named(tmp_path):
     out = tmp_path / "changed"
-    proc = start(out)
-    wait_for_checkpoint(out, proc, after_steps=5)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
-    result = subprocess.run([sys.executable, "-m", "catalyst_deploy", *ARGS, "--out", str(out), "--resume",
-                             "--lr", "0.05"], capture_output=True, text=True, timeout=300)
+    interrupt(out, signal.SIGKILL, after_steps=5).wait(timeout=60)
+    result = resume(out, "--lr", "0.05", timeout=300)
     assert result.returncode == 2 and "lr" in result.stderr and "other settings" in result.stderr
     assert "Traceback" not in result.stderr

@@ -91,8 +91,7 @@ class CatalystRegularizer(PruningMethod):
             for weight, pos in self.columns:
                 if weight.grad is None:
                     continue
-                cols = weight.index_select(1, pos)
-                norm2 = cols.pow(2).flatten(2).sum(2).sum(0) if cols.dim() > 2 else cols.pow(2).sum(0)
+                norm2 = weight.index_select(1, pos).pow(2).transpose(0, 1).flatten(1).sum(1)
                 scale = norm2 / (2.0 * weight.shape[0] / weight.shape[1])
                 shape = (1, -1) + (1,) * (weight.dim() - 2)
                 weight.grad.index_copy_(1, pos, weight.grad.index_select(1, pos) * scale.view(shape))
