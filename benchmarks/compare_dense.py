@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from catalyst_deploy.models import load_model, save_model
-from catalyst_deploy.train import PhaseSettings, evaluate, train_phase
-from catalyst_deploy.zoo import small_resnet
+from catalyst_deploy.inputs.models import load_model, save_model
+from catalyst_deploy.run.train import PhaseSettings, evaluate, train_phase
+from catalyst_deploy.inputs.zoo import small_resnet
 
 
 @dataclass(frozen=True)
@@ -62,8 +62,8 @@ class DenseModel:
 def ablation_losses(model_path: Path, args, images: int = 2048) -> list[float]:
     """Validation loss increase when one channel's producer slices (BN scale and shift, or the rows of a conv
     without BN) are zeroed, for every global channel of the channel graph, one at a time."""
-    from catalyst_deploy.data import load_dataset
-    from catalyst_deploy.graph import ChannelGraph
+    from catalyst_deploy.inputs.data import load_dataset
+    from catalyst_deploy.surgery.graph import ChannelGraph
 
     model = load_model(str(model_path)).eval()
     splits = load_dataset(args.data, val_size=5000)
@@ -89,7 +89,7 @@ def ablation_losses(model_path: Path, args, images: int = 2048) -> list[float]:
 def dense_models(args) -> dict[int, DenseModel]:
     """compare.py's dense models by seed (trained and cached first when missing), on the training split
     minus the held-out validation images."""
-    from catalyst_deploy.data import load_dataset, make_loaders
+    from catalyst_deploy.inputs.data import load_dataset, make_loaders
 
     splits = load_dataset(args.data, val_size=5000, train_limit=2000 if args.quick else None,
                           test_limit=500 if args.quick else None)

@@ -13,10 +13,10 @@ def run_fairness(args, dense, factors=(0.1, 10.0), methods=("catalyst", "l1", "g
     """`settings` maps a method to the setting it runs with (default: compare.py's selection)."""
     import torch
 
-    from catalyst_deploy.data import load_dataset, make_loaders
+    from catalyst_deploy.inputs.data import load_dataset, make_loaders
     from catalyst_deploy.methods.fairness import rescale_half, share_pruned_gap
-    from catalyst_deploy.models import load_model
-    from catalyst_deploy.train import evaluate
+    from catalyst_deploy.inputs.models import load_model
+    from catalyst_deploy.run.train import evaluate
 
     splits = load_dataset(args.data, val_size=5000, train_limit=2000 if args.quick else None)
     train, val = make_loaders(splits, 128, seed=0, eval_split="val")
@@ -46,14 +46,14 @@ def decide(method_name: str, model, loader, example, steps: int, setting: dict |
 
     import torch
 
-    from catalyst_deploy.allocation import Budget
+    from catalyst_deploy.surgery.allocation import Budget
     from catalyst_deploy.config import load_config
-    from catalyst_deploy.graph import ChannelGraph
-    from catalyst_deploy.macs import count_macs
+    from catalyst_deploy.surgery.graph import ChannelGraph
+    from catalyst_deploy.surgery.macs import count_macs
     from catalyst_deploy.methods import make_method
     from catalyst_deploy.methods.controller import CatalystController
-    from catalyst_deploy.phases import PhaseHooks
-    from catalyst_deploy.train import PhaseSettings, train_phase
+    from catalyst_deploy.run.phases import PhaseHooks
+    from catalyst_deploy.run.train import PhaseSettings, train_phase
 
     selection = Path(__file__).with_name("selection.json")
     if setting is None:

@@ -75,7 +75,7 @@ def latency_ratios(args, dense, out: Path) -> dict:
     """ONNX Runtime CPU p50 latency, pruned / dense, per batch (both timed in turn in this process)."""
     from catalyst_deploy import api
     from catalyst_deploy.bench.harness import BenchOptions
-    from catalyst_deploy.models import load_model
+    from catalyst_deploy.inputs.models import load_model
 
     options = BenchOptions(backends=("ort-cpu",), batches=(1, 32), input_shape=(1, 28, 28), threads=args.threads,
                            min_time_s=0.3 if args.quick else 1.0, min_runs=10 if args.quick else 30)

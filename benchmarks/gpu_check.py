@@ -84,7 +84,7 @@ def training_throughput(args, with_catalyst: bool, warmup: int = 10) -> None:
     import torch
     import torchvision
 
-    from catalyst_deploy.train import PhaseSettings, make_optimizer
+    from catalyst_deploy.run.train import PhaseSettings, make_optimizer
 
     model = torchvision.models.get_model(args.model, num_classes=1000).cuda().to(memory_format=torch.channels_last)
     x = torch.randn(args.train_batch, 3, args.size, args.size, device="cuda").to(memory_format=torch.channels_last)
@@ -123,10 +123,10 @@ def sgd_step(model, optimizer, x, y, method=None) -> None:
 def catalyst_method(model, example, name: str):
     """Catalyst (`methods.make_method` with the default settings) started on `model`: its gates attached
     as parametrizations, at the controller's starting strength (no channel collapses in a few steps)."""
-    from catalyst_deploy.allocation import Budget, channel_multiple
+    from catalyst_deploy.surgery.allocation import Budget, channel_multiple
     from catalyst_deploy.config import load_config
-    from catalyst_deploy.graph import ChannelGraph
-    from catalyst_deploy.macs import count_macs
+    from catalyst_deploy.surgery.graph import ChannelGraph
+    from catalyst_deploy.surgery.macs import count_macs
     from catalyst_deploy.methods import make_method
 
     cfg = load_config(model=f"torchvision:{name}", method="catalyst")
@@ -142,10 +142,10 @@ def catalyst_method(model, example, name: str):
 # ---- 2. pruning on the CPU ------------------------------------------------------------------------
 def prune_to_share(model, example, share: float, round_to: int):
     """The package's one pruning path: cut `model` in place to <= `share` of its MACs, lowest L2 first."""
-    from catalyst_deploy.allocation import Budget
-    from catalyst_deploy.graph import ChannelGraph, channel_norms
-    from catalyst_deploy.macs import count_macs
-    from catalyst_deploy.plan import apply_plan
+    from catalyst_deploy.surgery.allocation import Budget
+    from catalyst_deploy.surgery.graph import ChannelGraph, channel_norms
+    from catalyst_deploy.surgery.macs import count_macs
+    from catalyst_deploy.surgery.plan import apply_plan
 
     graph = ChannelGraph(model, example)
     budget = Budget(tuple(graph.sizes), graph.trial_macs, share * count_macs(model, example)[0], round_to)
@@ -160,8 +160,8 @@ def pruned_model(args):
     import torch
     import torchvision
 
-    from catalyst_deploy.allocation import channel_multiple
-    from catalyst_deploy.macs import count_macs
+    from catalyst_deploy.surgery.allocation import channel_multiple
+    from catalyst_deploy.surgery.macs import count_macs
 
     torch.manual_seed(0)
     dense = torchvision.models.get_model(args.model).eval()
@@ -286,7 +286,7 @@ def smoke_catalyst(args) -> None:
     import torch
     import torchvision
 
-    from catalyst_deploy.train import PhaseSettings, make_optimizer
+    from catalyst_deploy.run.train import PhaseSettings, make_optimizer
 
     model = torchvision.models.get_model(args.model, num_classes=1000)
     x, y = torch.randn(2, 3, args.size, args.size), torch.randint(0, 1000, (2,))

@@ -35,14 +35,14 @@ from pathlib import Path
 import torch
 import torchvision
 
-from catalyst_deploy.allocation import Budget, channel_multiple
+from catalyst_deploy.surgery.allocation import Budget, channel_multiple
 from catalyst_deploy.bench.harness import time_interleaved
-from catalyst_deploy.bench.layer_latency import group_latency_per_mac, group_weights, profile_conv_latency
+from catalyst_deploy.latency.layers import group_latency_per_mac, group_weights, profile_conv_latency
 from catalyst_deploy.bench.stats import LatencyStats
 from catalyst_deploy.exporters.onnx import open_ort_session, torch_to_onnx
-from catalyst_deploy.graph import ChannelGraph, channel_norms
-from catalyst_deploy.macs import count_macs, layer_macs
-from catalyst_deploy.plan import apply_plan
+from catalyst_deploy.surgery.graph import ChannelGraph, channel_norms
+from catalyst_deploy.surgery.macs import count_macs, layer_macs
+from catalyst_deploy.surgery.plan import apply_plan
 from results_file import git_commit, machine_line, publish  # benchmarks/results_file.py
 
 SECTION = "latency"  # this script's section of benchmarks/RESULTS.md (results_file.write_section)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from catalyst_deploy.data import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, read_idx_file
+from catalyst_deploy.inputs.data import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, read_idx_file
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SOURCE = REPO.parent / "shared" / "data" / "fashion-mnist"

@@ -113,10 +113,10 @@ def overhead_models(name: str, batch: int, size: int):
 
     import torchvision
 
-    from catalyst_deploy.allocation import Budget
+    from catalyst_deploy.surgery.allocation import Budget
     from catalyst_deploy.config import load_config
-    from catalyst_deploy.graph import ChannelGraph
-    from catalyst_deploy.macs import count_macs
+    from catalyst_deploy.surgery.graph import ChannelGraph
+    from catalyst_deploy.surgery.macs import count_macs
     from catalyst_deploy.methods import make_method
 
     torch.manual_seed(0)
@@ -137,7 +137,7 @@ def overhead_models(name: str, batch: int, size: int):
 
 def sgd_for(model, method=None) -> torch.optim.SGD:
     """The pipeline's optimizer (`train.make_optimizer`): gates without weight decay, at their own lr scale."""
-    from catalyst_deploy.train import PhaseSettings, make_optimizer
+    from catalyst_deploy.run.train import PhaseSettings, make_optimizer
 
     settings = PhaseSettings(1, 0.01, 0.9, 5e-4)
     if method is None:

@@ -21,8 +21,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from compare_dense import DenseRecipe, cached_dense_model  # noqa: E402
 
-from catalyst_deploy.data import load_dataset, make_loaders  # noqa: E402
-from catalyst_deploy.models import load_model  # noqa: E402
+from catalyst_deploy.inputs.data import load_dataset, make_loaders  # noqa: E402
+from catalyst_deploy.inputs.models import load_model  # noqa: E402
 
 DATA = f"fashion-mnist:{HERE.parents[1] / 'shared' / 'data' / 'fashion-mnist'}"
 TARGET = HERE.parent / "catalyst_deploy" / "pretrained" / "fashion_small_resnet"

@@ -26,14 +26,14 @@ def prune(cfg: PruneConfig, progress: Callable | None = None, log: Callable[[str
     Raises UsageError for bad input, CatalystDeployError when the job fails, PartialFailure (after writing
     everything else) when an export failed.
     """
-    from catalyst_deploy import distributed
-    from catalyst_deploy.data import spec_path
-    from catalyst_deploy.pipeline import PruneRun
-    from catalyst_deploy.rundir import claim_run_folder, next_free_folder
+    from catalyst_deploy.run import distributed
+    from catalyst_deploy.inputs.data import spec_path
+    from catalyst_deploy.run.pipeline import PruneRun
+    from catalyst_deploy.run.rundir import claim_run_folder, next_free_folder
 
     out = cfg.out if cfg.out is not None else next_free_folder(DEFAULT_PRUNE_OUT)
     if cfg.target_latency is not None:
-        from catalyst_deploy.latency_run import prune_to_latency
+        from catalyst_deploy.latency.loop import prune_to_latency
 
         return prune_to_latency(cfg, out, progress, log, prune)
     run = PruneRun(cfg, progress=progress, log=log, group_weight=_group_weight)
@@ -74,7 +74,7 @@ def export(model, fmt: str, out: str | Path, *, input_shape: tuple[int, ...] | N
     ExportValidationError.
     """
     from catalyst_deploy.exporters import ExportOptions, export_model, output_paths
-    from catalyst_deploy.outputs import read_model_meta
+    from catalyst_deploy.run.outputs import read_model_meta
 
     model = _run_folder_model(model)
     kwargs = (options or ExportOptions()).for_format(fmt)
@@ -87,7 +87,7 @@ def export(model, fmt: str, out: str | Path, *, input_shape: tuple[int, ...] | N
         input_shape = tuple(meta["input_shape"])
     module = _module_of(model, trust_pickle)
     example = example if example is not None else _example_input(input_shape)
-    from catalyst_deploy.preflight import check_forward
+    from catalyst_deploy.run.preflight import check_forward
 
     check_forward(module, example, "the input shape")
     if calib_data is not None:
@@ -100,8 +100,8 @@ def export(model, fmt: str, out: str | Path, *, input_shape: tuple[int, ...] | N
 
 def check_export_targets(paths, model, calib_data, overwrite: bool) -> None:
     """UsageError when an export would write onto its input, or over an existing file without `overwrite`."""
-    from catalyst_deploy.data import spec_path
-    from catalyst_deploy.rundir import check_not_an_input
+    from catalyst_deploy.inputs.data import spec_path
+    from catalyst_deploy.run.rundir import check_not_an_input
 
     inputs = [model if isinstance(model, (str, Path)) else None, spec_path(calib_data) if calib_data else None]
     for path in paths:
@@ -123,7 +123,7 @@ def bench(pruned, baseline=None, options=None, out_dir: str | Path | None = None
     """
     from catalyst_deploy.bench.harness import BenchOptions, run_benchmark
     from catalyst_deploy.bench.report import write_bench_files
-    from catalyst_deploy.rundir import claim_run_folder
+    from catalyst_deploy.run.rundir import claim_run_folder
 
     options = options or BenchOptions()
     if baseline is None and isinstance(pruned, (str, Path)) and Path(pruned).is_dir():
@@ -165,7 +165,7 @@ def _run_folder_pair(folder: Path, options):
     the source model; the input shape from its model.json."""
     import dataclasses
 
-    from catalyst_deploy.outputs import read_model_meta
+    from catalyst_deploy.run.outputs import read_model_meta
 
     meta = read_model_meta(folder)
     if meta is None:
@@ -176,7 +176,7 @@ def _run_folder_pair(folder: Path, options):
                                     ("model.pt", "dense.pt")):
         if (folder / stem_pruned).is_file() and (folder / stem_dense).is_file():
             return folder / stem_pruned, folder / stem_dense, options
-    from catalyst_deploy.models import load_model
+    from catalyst_deploy.inputs.models import load_model
 
     dense = load_model(meta["source_model"], num_classes=meta["num_classes"], in_channels=meta["channels"])
     return folder / "pruned.pt", dense, dataclasses.replace(options, trust_pickle=options.trust_pickle)
@@ -185,7 +185,7 @@ def _run_folder_pair(folder: Path, options):
 def _module_of(model, trust_pickle: bool):
     if not isinstance(model, (str, Path)):
         return model
-    from catalyst_deploy.models import load_model
+    from catalyst_deploy.inputs.models import load_model
 
     return load_model(str(model), trust_pickle=trust_pickle)
 
@@ -200,7 +200,7 @@ def _example_input(input_shape: tuple[int, ...]):
 
 def _calibration_loader(spec: str, example_shape: tuple[int, ...], batch_size: int = 16, batches: int = 16):
     """Batches of training images from dataset `spec`, sized and channelled like the example input."""
-    from catalyst_deploy.data import load_dataset, make_loaders
+    from catalyst_deploy.inputs.data import load_dataset, make_loaders
 
     channels, size = example_shape[1], tuple(example_shape[2:4])
     splits = load_dataset(spec, image_size=size, channels=channels, train_limit=batch_size * batches)

@@ -103,7 +103,7 @@ def demo(
     package) pruned to half its FLOPs with Catalyst, exported to ONNX, and timed against the dense model on
     ONNX Runtime. No downloads, no GPU; a few minutes on 2 CPU cores."""
     from catalyst_deploy import api
-    from catalyst_deploy.rundir import next_free_folder
+    from catalyst_deploy.run.rundir import next_free_folder
 
     cfg = api.load_config("demo", out=out or next_free_folder("runs/demo"), steps_per_epoch=steps_per_epoch,
                           overwrite=overwrite or None)
@@ -117,7 +117,7 @@ def _run_prune(cfg, as_json: bool) -> None:
 
     with phase_progress(enabled=not as_json) as progress:
         report = api.prune(cfg, progress=progress, log=(lambda _m: None) if as_json else typer.echo)
-    from catalyst_deploy.ranks import is_main
+    from catalyst_deploy.run.ranks import is_main
 
     if as_json:
         typer.echo(report.to_json())

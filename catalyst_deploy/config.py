@@ -238,7 +238,7 @@ def _check_names(cfg: PruneConfig) -> None:
     if cfg.latency_aware:
         get_backend(cfg.latency_aware)
     if cfg.target_latency is not None:
-        from catalyst_deploy.latency_target import parse_latency_target
+        from catalyst_deploy.latency.target import parse_latency_target
 
         parse_latency_target(cfg.target_latency)
         get_backend(cfg.latency_backend)

@@ -138,12 +138,12 @@ def test_bench_json_schema_is_stable_and_files_are_written(onnx_pair, tmp_path):
 
 # ---- latency-aware pruning inputs ----------------------------------------------------------------
 def test_layer_latency_profile_matches_every_conv_and_drives_the_cut():
-    from catalyst_deploy.allocation import Budget, channel_multiple
-    from catalyst_deploy.bench.layer_latency import (conv_shapes, group_latency_per_mac, group_weights,
+    from catalyst_deploy.surgery.allocation import Budget, channel_multiple
+    from catalyst_deploy.latency.layers import (conv_shapes, group_latency_per_mac, group_weights,
                                                      profile_conv_latency)
-    from catalyst_deploy.graph import ChannelGraph, channel_norms
-    from catalyst_deploy.macs import count_macs, layer_macs
-    from catalyst_deploy.plan import apply_plan
+    from catalyst_deploy.surgery.graph import ChannelGraph, channel_norms
+    from catalyst_deploy.surgery.macs import count_macs, layer_macs
+    from catalyst_deploy.surgery.plan import apply_plan
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 24, 3, padding=1), nn.ReLU(), nn.Conv2d(24, 24, 3, padding=1, groups=24),

@@ -15,18 +15,18 @@ import pytest
 import torch
 from torch import nn
 
-from catalyst_deploy.allocation import Budget
+from catalyst_deploy.surgery.allocation import Budget
 from catalyst_deploy.config import load_config
-from catalyst_deploy.graph import ChannelGraph
-from catalyst_deploy.macs import count_macs
+from catalyst_deploy.surgery.graph import ChannelGraph
+from catalyst_deploy.surgery.macs import count_macs
 from catalyst_deploy.methods import make_method
 from catalyst_deploy.methods.catalyst import CatalystRegularizer
 from catalyst_deploy.methods.controller import CatalystController
 from catalyst_deploy.methods.fairness import rescale_half, share_pruned_gap
-from catalyst_deploy.phases import PhaseHooks
-from catalyst_deploy.plan import apply_plan
-from catalyst_deploy.train import PhaseSettings, evaluate, make_optimizer, train_phase
-from catalyst_deploy.zoo import fashion_small_resnet, small_resnet, tiny_cnn
+from catalyst_deploy.run.phases import PhaseHooks
+from catalyst_deploy.surgery.plan import apply_plan
+from catalyst_deploy.run.train import PhaseSettings, evaluate, make_optimizer, train_phase
+from catalyst_deploy.inputs.zoo import fashion_small_resnet, small_resnet, tiny_cnn
 
 EXAMPLE = torch.randn(1, 1, 28, 28, generator=torch.Generator().manual_seed(0))
 CPU = torch.device("cpu")
@@ -49,7 +49,7 @@ def train(model, method, loader, steps: int, controller=None, base: int = 0):
 
 @pytest.fixture(scope="module")
 def demo_loaders():
-    from catalyst_deploy.data import load_dataset, make_loaders
+    from catalyst_deploy.inputs.data import load_dataset, make_loaders
 
     return make_loaders(load_dataset("demo"), batch_size=64, seed=0)
 

@@ -1,4 +1,4 @@
-"""Dataset specs (catalyst_deploy.data) on small synthetic files in the real formats, the demo and Fashion-MNIST."""
+"""Dataset specs (catalyst_deploy.inputs.data) on small synthetic files in the real formats, the demo and Fashion-MNIST."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from catalyst_deploy.data import Augmentation, load_dataset, make_loaders
+from catalyst_deploy.inputs.data import Augmentation, load_dataset, make_loaders
 from catalyst_deploy.errors import UsageError
 
 FMNIST_MEAN, FMNIST_STD = 0.2860, 0.3530
@@ -237,7 +237,7 @@ def test_loaders_shuffle_train_by_seed_and_keep_test_order(tmp_path):
 
 
 def test_demo_ships_a_balanced_fashion_mnist_subset_with_its_notice():
-    from catalyst_deploy.data import DEMO_DATA_DIR
+    from catalyst_deploy.inputs.data import DEMO_DATA_DIR
 
     splits = load_dataset("demo")
     assert (len(splits.train), len(splits.test)) == (4500, 1000)

@@ -22,12 +22,12 @@ import pytest
 import torch
 from torch import nn
 
-from catalyst_deploy import distributed
+from catalyst_deploy.run import distributed
 from catalyst_deploy.errors import UsageError
 
 TORCHRUN_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 SHIM = """\
-from catalyst_deploy import distributed, rundir
+from catalyst_deploy.run import distributed, rundir
 # what api.prune will do itself (docs/distributed.md): rank 0 claims --out, the other ranks write nothing
 rundir.claim_run_folder = distributed.claim_on_main(rundir.claim_run_folder)
 from catalyst_deploy.cli import main
@@ -36,7 +36,7 @@ main()
 # a TinyCNN that raises on one rank at one training step: FLAKY="RANK:STEP"
 FLAKY = """\
 import os
-from catalyst_deploy.zoo import TinyCNN
+from catalyst_deploy.inputs.zoo import TinyCNN
 
 class Flaky(TinyCNN):
     steps = 0
@@ -101,8 +101,8 @@ def test_ranks_other_than_0_get_a_folder_that_refuses_writes(tmp_path):
 
 
 def test_resume_refuses_a_checkpoint_of_another_number_of_processes(tmp_path):
-    from catalyst_deploy.checkpoint import Checkpointer
-    from catalyst_deploy.rundir import claim_run_folder
+    from catalyst_deploy.run.checkpoint import Checkpointer
+    from catalyst_deploy.run.rundir import claim_run_folder
 
     folder = claim_run_folder(tmp_path / "run")
     config = {"model": "zoo:tiny_cnn", "batch_size": 32}
@@ -113,9 +113,9 @@ def test_resume_refuses_a_checkpoint_of_another_number_of_processes(tmp_path):
 
 
 def test_sync_batchnorm_keeps_catalysts_gates_and_is_undone():
-    from catalyst_deploy.graph import ChannelGraph
+    from catalyst_deploy.surgery.graph import ChannelGraph
     from catalyst_deploy.methods.gates import attach_gates
-    from catalyst_deploy.zoo import tiny_cnn
+    from catalyst_deploy.inputs.zoo import tiny_cnn
 
     torch.manual_seed(0)
     model, x = tiny_cnn(), torch.randn(4, 1, 28, 28)
@@ -176,9 +176,9 @@ DDP_WORKER = """\
 import sys, torch
 from torch import nn
 from torch.utils.data import TensorDataset
-from catalyst_deploy import distributed
-from catalyst_deploy.data import DataSplits, make_loaders
-from catalyst_deploy.train import PhaseSettings, evaluate, train_phase
+from catalyst_deploy.run import distributed
+from catalyst_deploy.inputs.data import DataSplits, make_loaders
+from catalyst_deploy.run.train import PhaseSettings, evaluate, train_phase
 
 torch.set_num_threads(1)
 device = distributed.init(torch.device("cpu"), 60.0)

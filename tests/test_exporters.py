@@ -231,7 +231,7 @@ def test_tensorrt_failed_validation_leaves_no_engine(tmp_path):
 @pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
 @pytest.mark.parametrize("name", ["tiny_cnn", "small_resnet"])
 def test_both_onnx_exporters_on_the_zoo(tmp_path, exporter, name):
-    from catalyst_deploy import zoo
+    from catalyst_deploy.inputs import zoo
     from catalyst_deploy.exporters.onnx import read_metadata, torch_to_onnx
 
     model = getattr(zoo, name)().eval()

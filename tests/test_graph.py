@@ -10,12 +10,12 @@ import pytest
 import torch
 import torchvision
 
-from catalyst_deploy.allocation import Budget
+from catalyst_deploy.surgery.allocation import Budget
 from catalyst_deploy.errors import CatalystDeployError, UsageError
-from catalyst_deploy.graph import ChannelGraph, channel_norms
-from catalyst_deploy.macs import count_macs
-from catalyst_deploy.plan import apply_plan, load_plan, rebuild_pruned, save_plan
-from catalyst_deploy.zoo import small_resnet
+from catalyst_deploy.surgery.graph import ChannelGraph, channel_norms
+from catalyst_deploy.surgery.macs import count_macs
+from catalyst_deploy.surgery.plan import apply_plan, load_plan, rebuild_pruned, save_plan
+from catalyst_deploy.inputs.zoo import small_resnet
 
 
 def cut_by_norm(model, example, target: float, round_to=8, graph=None, group_weight=None) -> tuple[dict, int]:

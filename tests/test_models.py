@@ -1,4 +1,4 @@
-"""Model specs (catalyst_deploy.models) and the package's own models (catalyst_deploy.zoo)."""
+"""Model specs (catalyst_deploy.inputs.models) and the package's own models (catalyst_deploy.inputs.zoo)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import torch
 import torchvision
 from torch import nn
 
-from catalyst_deploy import zoo
+from catalyst_deploy.inputs import zoo
 from catalyst_deploy.errors import MissingDependency, UsageError
-from catalyst_deploy.models import load_model, model_input_channels, save_model
+from catalyst_deploy.inputs.models import load_model, model_input_channels, save_model
 
 
 class CustomNet(nn.Module):
@@ -98,7 +98,7 @@ def test_custom_class_is_refused_with_trust_pickle_hint(tmp_path):
 def test_trust_pickle_loads_custom_class_and_warns(tmp_path, caplog):
     model = CustomNet()
     torch.save(model, tmp_path / "custom.pt")
-    with caplog.at_level(logging.WARNING, logger="catalyst_deploy.models"):
+    with caplog.at_level(logging.WARNING, logger="catalyst_deploy.inputs.models"):
         loaded = load_model(str(tmp_path / "custom.pt"), trust_pickle=True)
     assert isinstance(loaded, CustomNet) and outputs_match(model, loaded, (3, 4))
     assert "runs any code" in caplog.text
@@ -141,7 +141,7 @@ def test_zoo_alias_passes_num_classes_and_in_channels():
 
 
 def test_factory_spec_passes_only_the_arguments_it_takes():
-    tiny = load_model("catalyst_deploy.zoo:tiny_cnn", num_classes=4, in_channels=2)
+    tiny = load_model("catalyst_deploy.inputs.zoo:tiny_cnn", num_classes=4, in_channels=2)
     assert tiny(torch.randn(1, 2, 28, 28)).shape == (1, 4)
     plain = load_model(f"{__name__}:plain_factory", num_classes=4, in_channels=2)
     assert isinstance(plain, nn.Sequential)

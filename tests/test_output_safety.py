@@ -12,8 +12,8 @@ import torch
 
 from catalyst_deploy import api
 from catalyst_deploy.errors import UsageError
-from catalyst_deploy.rundir import MARKER, claim_run_folder, next_free_folder
-from catalyst_deploy.zoo import tiny_cnn
+from catalyst_deploy.run.rundir import MARKER, claim_run_folder, next_free_folder
+from catalyst_deploy.inputs.zoo import tiny_cnn
 
 CLI = [sys.executable, "-m", "catalyst_deploy.cli"]
 TINY = dict(data="demo", train_limit=256, test_limit=128, batch_size=64, steps_per_epoch=2, reg_epochs=1,

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from catalyst_deploy import api
-from catalyst_deploy.plan import load_plan, rebuild_pruned
+from catalyst_deploy.surgery.plan import load_plan, rebuild_pruned
 from catalyst_deploy.report import load_report
-from catalyst_deploy.zoo import small_resnet
+from catalyst_deploy.inputs.zoo import small_resnet
 
 FAST = dict(data="demo", train_limit=512, test_limit=256, batch_size=64, steps_per_epoch=4, reg_epochs=2,
             recover_epochs=1, device="cpu")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from catalyst_deploy.zoo import tiny_cnn
+from catalyst_deploy.inputs.zoo import tiny_cnn
 
 TINY = ["--data", "demo", "--steps-per-epoch", "2", "--reg-epochs", "1", "--recover-epochs", "1", "--threads", "1"]
 

@@ -1,4 +1,4 @@
-"""The pickle allowlist (catalyst_deploy.safe_load): what it holds, and crafted payloads it must stop.
+"""The pickle allowlist (catalyst_deploy.inputs.safe_load): what it holds, and crafted payloads it must stop.
 
 Every payload test first loads its file with ``torch.load(weights_only=False)`` and checks that the
 payload's side effect (a file in tmp_path) happens: the file really is an exploit, so the tool's
@@ -22,9 +22,9 @@ import torch
 import torchvision
 from torch import nn
 
-from catalyst_deploy import safe_load, zoo
+from catalyst_deploy.inputs import safe_load, zoo
 from catalyst_deploy.errors import UsageError
-from catalyst_deploy.models import load_model, safe_globals, safe_module_classes
+from catalyst_deploy.inputs.models import load_model, safe_globals, safe_module_classes
 
 HOOKS = ("__reduce__", "__reduce_ex__", "__setstate__", "__getstate__")
 TORCH_ADVICE = ("weights_only", "Weights only", "add_safe_globals", "In PyTorch 2.6")
@@ -123,7 +123,7 @@ def test_allowlist_holds_the_zoo_blocks_and_nothing_that_regenerates_code():
         "torchvision.models.mobilenetv2.InvertedResidual", "torchvision.ops.misc.Conv2dNormActivation",
         "torchvision.ops.misc.SqueezeExcitation", "torchvision.ops.stochastic_depth.StochasticDepth",
         "torchvision.ops.misc.FrozenBatchNorm2d", "torchvision.models._utils.IntermediateLayerGetter",
-        "catalyst_deploy.zoo.SmallResNet", "catalyst_deploy.zoo.ResidualBlock",
+        "catalyst_deploy.inputs.zoo.SmallResNet", "catalyst_deploy.inputs.zoo.ResidualBlock",
     ):
         assert needed in names
     for banned in ("torch.fx", "torch.ao", "torch.jit", "torch.nn.parallel", "feature_extraction", "quantization"):
@@ -144,7 +144,7 @@ def test_classes_whose_unpickling_runs_code_are_flagged_and_absent():
 
 
 def test_the_only_non_module_globals_are_partial_relu_gelu_and_timms_format():
-    others = [g for g in safe_globals() if not (isinstance(g, type) and issubclass(g, nn.Module))]
+    others = [g for g in safe_globals() if not isinstance(g, tuple) and not (isinstance(g, type) and issubclass(g, nn.Module))]
     names = sorted(f"{g.__module__}.{g.__qualname__}" for g in others)
     expected = ["functools.partial", "torch._C._nn.gelu", "torch.nn.functional.relu"]
     if importlib.util.find_spec("timm") is not None:
@@ -173,8 +173,22 @@ def test_saved_models_need_nothing_beyond_the_allowlist(tmp_path, name):
     assert type(load_model(str(tmp_path / "m.pt"))) is type(model)
 
 
+def test_a_zoo_model_saved_before_the_layout_move_still_loads(tmp_path, monkeypatch):
+    """pruned.pt files of zoo models written before the package had layer folders name `catalyst_deploy.zoo`."""
+    model = zoo.tiny_cnn()
+    monkeypatch.setitem(sys.modules, "catalyst_deploy.zoo", zoo)
+    for cls in (zoo.TinyCNN,):
+        monkeypatch.setattr(cls, "__module__", "catalyst_deploy.zoo")
+    torch.save(model, tmp_path / "old.pt")
+    monkeypatch.undo()
+    assert "catalyst_deploy.zoo.TinyCNN" in torch.serialization.get_unsafe_globals_in_checkpoint(tmp_path / "old.pt")
+    loaded = load_model(str(tmp_path / "old.pt"))
+    assert type(loaded) is zoo.TinyCNN
+    torch.testing.assert_close(loaded(torch.zeros(1, 1, 28, 28)), model(torch.zeros(1, 1, 28, 28)))
+
+
 def test_importing_models_does_not_import_torch():
-    code = "import sys, catalyst_deploy.models, catalyst_deploy.safe_load; assert 'torch' not in sys.modules"
+    code = "import sys, catalyst_deploy.inputs.models, catalyst_deploy.inputs.safe_load; assert 'torch' not in sys.modules"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
 

@@ -35,7 +35,7 @@ class ModelArtifact:
 
 def load_artifact(model, role: str, trust_pickle: bool = False) -> ModelArtifact:
     """Wrap an nn.Module, or open a model file by suffix (.onnx, .engine/.trt/.plan, else a PyTorch file
-    loaded with `catalyst_deploy.models.load_model`). UsageError for a missing file."""
+    loaded with `catalyst_deploy.inputs.models.load_model`). UsageError for a missing file."""
     if not isinstance(model, (str, Path)):
         return ModelArtifact(role, type(model).__name__, module=model)
     path = Path(model).expanduser()
@@ -45,7 +45,7 @@ def load_artifact(model, role: str, trust_pickle: bool = False) -> ModelArtifact
         return ModelArtifact(role, str(path), onnx_path=path)
     if path.suffix.lower() in ENGINE_SUFFIXES:
         return ModelArtifact(role, str(path), engine_path=path)
-    from catalyst_deploy.models import load_model
+    from catalyst_deploy.inputs.models import load_model
 
     return ModelArtifact(role, str(path), module=load_model(str(path), trust_pickle=trust_pickle))
 

@@ -34,7 +34,7 @@ def cpu_summary() -> dict:
 
     import torch
 
-    from catalyst_deploy.allocation import channel_multiple, cpu_flags
+    from catalyst_deploy.surgery.allocation import channel_multiple, cpu_flags
 
     flags = cpu_flags()
     model = platform.processor() or "unknown"

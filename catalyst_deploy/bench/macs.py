@@ -21,10 +21,10 @@ def macs_ratio(pruned: ModelArtifact, baseline: ModelArtifact, sample_shape: Seq
 
 
 def artifact_macs(artifact: ModelArtifact, sample_shape: Sequence[int]) -> int:
-    """Per-image MACs: `catalyst_deploy.macs.count_macs` for modules, Conv/Gemm/MatMul MACs for ONNX files."""
+    """Per-image MACs: `catalyst_deploy.surgery.macs.count_macs` for modules, Conv/Gemm/MatMul MACs for ONNX files."""
     if artifact.module is not None:
         from catalyst_deploy.exporters.validation import random_input
-        from catalyst_deploy.macs import count_macs as count_module_macs
+        from catalyst_deploy.surgery.macs import count_macs as count_module_macs
 
         device = next(artifact.module.parameters()).device
         return count_module_macs(artifact.module, random_input((1, *sample_shape)).to(device))[0]

@@ -53,7 +53,7 @@ def check_torch_file(model, path: str | Path, example, atol: float = 1e-6) -> Ou
     """An existing whole-module file against `model` on `example` (the format table's validator); the file
     is read through the safe loader."""
     from catalyst_deploy.exporters.onnx import run_torch
-    from catalyst_deploy.models import load_model
+    from catalyst_deploy.inputs.models import load_model
 
     saved = load_model(str(path))
     return check_outputs("torch", run_torch(model.eval(), example), run_torch(saved, example), atol)

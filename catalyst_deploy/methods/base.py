@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from catalyst_deploy.allocation import Budget
-    from catalyst_deploy.graph import ChannelGraph
+    from catalyst_deploy.surgery.allocation import Budget
+    from catalyst_deploy.surgery.graph import ChannelGraph
 
 
 class PruningMethod(abc.ABC):

@@ -121,6 +121,6 @@ class NetworkSlimming(GroupLasso):
 
 
 def _head(graph) -> list:
-    from catalyst_deploy.graph import output_layer
+    from catalyst_deploy.surgery.graph import output_layer
 
     return [output_layer(graph.model, graph.example)]

@@ -29,8 +29,8 @@ from catalyst_deploy.methods.base import PruningMethod
 if TYPE_CHECKING:
     import torch
 
-    from catalyst_deploy.allocation import Budget
-    from catalyst_deploy.graph import ChannelGraph
+    from catalyst_deploy.surgery.allocation import Budget
+    from catalyst_deploy.surgery.graph import ChannelGraph
 
 
 class CatalystRegularizer(PruningMethod):
@@ -65,7 +65,7 @@ class CatalystRegularizer(PruningMethod):
         self.d = torch.full((graph.num_channels,), float(self.c0), device=device)
         self.collapsed_at = torch.full((graph.num_channels,), -1, dtype=torch.long, device=device)
         if self.invariant:
-            from catalyst_deploy.graph import consumer_columns
+            from catalyst_deploy.surgery.graph import consumer_columns
 
             self.columns = [(w, torch.tensor(pos, device=device)) for w, pos in consumer_columns(graph)]
 

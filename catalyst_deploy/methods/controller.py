@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from catalyst_deploy.allocation import Budget
+from catalyst_deploy.surgery.allocation import Budget
 from catalyst_deploy.methods.catalyst import CatalystRegularizer
 
 

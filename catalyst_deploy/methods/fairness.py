@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from catalyst_deploy.graph import ChannelGraph, consumer_columns
+from catalyst_deploy.surgery.graph import ChannelGraph, consumer_columns
 
 
 def rescale_half(model: nn.Module, example: torch.Tensor, factor: float, seed: int) -> torch.Tensor:

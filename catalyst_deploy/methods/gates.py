@@ -12,7 +12,7 @@ import torch
 import torch.nn.utils.parametrize as parametrize
 from torch import nn
 
-from catalyst_deploy.graph import ChannelGraph
+from catalyst_deploy.surgery.graph import ChannelGraph
 
 
 class ChannelGate(nn.Module):

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 def phase_progress(enabled: bool = True) -> Iterator[Callable | None]:
     """Yields `progress(label, total) -> update(advance, **fields)` backed by one rich Progress, or None (also on
     ranks other than 0 under torchrun: one set of bars, rank 0's)."""
-    from catalyst_deploy.distributed import is_main
+    from catalyst_deploy.run.distributed import is_main
 
     if not enabled or not is_main():
         yield None

@@ -3,10 +3,10 @@
     load_model("model.pt")                                  # a whole pickled module, torch.save(model)
     load_model("torchvision:resnet18", weights="sd.pt")     # architecture + state dict
     load_model("timm:resnet50", num_classes=10)             # needs timm
-    load_model("zoo:small_resnet", in_channels=1)           # catalyst_deploy.zoo:small_resnet
+    load_model("zoo:small_resnet", in_channels=1)           # catalyst_deploy.inputs.zoo:small_resnet
     load_model("my_pkg.nets:build", num_classes=100)        # any importable factory
 
-Pickled files (models and weights) are read by :mod:`catalyst_deploy.safe_load`, with
+Pickled files (models and weights) are read by :mod:`catalyst_deploy.inputs.safe_load`, with
 ``weights_only=True`` against a narrow allowlist of module classes (see there); anything else needs
 ``trust_pickle=True``, which runs code from the file. Weights are never downloaded.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from catalyst_deploy.errors import CatalystDeployError, MissingDependency, UsageError, did_you_mean
-from catalyst_deploy.safe_load import _few, load_checkpoint, load_model_file, safe_globals, safe_module_classes
+from catalyst_deploy.inputs.safe_load import _few, load_checkpoint, load_model_file, safe_globals, safe_module_classes
 
 if TYPE_CHECKING:
     from torch import nn
@@ -34,7 +34,7 @@ ACCEPTED_SPECS = (
     "zoo:NAME, or package.module:factory"
 )
 MODEL_FILE_SUFFIXES = (".pt", ".pth", ".pkl", ".ckpt", ".bin")
-ZOO_MODULE = "catalyst_deploy.zoo"
+ZOO_MODULE = "catalyst_deploy.inputs.zoo"
 
 
 def load_model(
@@ -203,7 +203,7 @@ def load_weights(
     Accepts a raw state dict, a dict holding one under ``state_dict`` or ``model``, or a whole
     saved module (its state dict is used); strips the ``module.`` (DDP) and ``_orig_mod.``
     (torch.compile) prefixes. The file is read under the allowlist unless ``trust_pickle`` (see
-    :mod:`catalyst_deploy.safe_load`). ``num_classes``, when given, is the class count the model was
+    :mod:`catalyst_deploy.inputs.safe_load`). ``num_classes``, when given, is the class count the model was
     built for (the dataset's), named in the hint when only the classifier does not fit.
     Raises UsageError when the file is missing or unreadable, or its keys or shapes do not match.
     """

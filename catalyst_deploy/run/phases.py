@@ -14,10 +14,10 @@ import copy
 
 import torch
 
-from catalyst_deploy import distributed
+from catalyst_deploy.run import distributed
 from catalyst_deploy.methods import make_method
-from catalyst_deploy.plan import apply_plan
-from catalyst_deploy.train import (DivergenceError, PhaseSettings, PhaseState, evaluate, phase_steps, to_device,
+from catalyst_deploy.surgery.plan import apply_plan
+from catalyst_deploy.run.train import (DivergenceError, PhaseSettings, PhaseState, evaluate, phase_steps, to_device,
                                    train_phase)
 
 ORDER = ("pretrain", "regularize", "recover", "trained")
@@ -74,7 +74,7 @@ class PhaseRunner:
     def resume_from(self, payload: dict | None) -> None:
         if payload is None:
             return
-        from catalyst_deploy.checkpoint import set_rng_state
+        from catalyst_deploy.run.checkpoint import set_rng_state
         from catalyst_deploy.report import PruneReport
 
         self.resume = payload

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from catalyst_deploy.datasets import ImageArrays
+from catalyst_deploy.inputs.datasets import ImageArrays
 from catalyst_deploy.errors import UsageError
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ def deploy(cfg, s, dense, plan, report, folder, log) -> None:
         formats = ["onnx"]  # --bench alone: benchmark the ONNX files
     if not formats:
         return
-    from catalyst_deploy.outputs import model_meta
+    from catalyst_deploy.run.outputs import model_meta
 
     pruned = s.model.cpu().eval()
     example = s.example.cpu()

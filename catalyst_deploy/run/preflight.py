@@ -60,7 +60,7 @@ def check_data(model, loaders, device) -> None:
 
 def check_target(cfg, budget, dense_macs: int) -> None:
     """UsageError when the target asks for nothing or for more than the limits allow."""
-    from catalyst_deploy.allocation import largest_cut_macs
+    from catalyst_deploy.surgery.allocation import largest_cut_macs
 
     target = budget.target_macs
     if target >= dense_macs:

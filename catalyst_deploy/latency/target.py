@@ -84,7 +84,7 @@ def search_share(model, example, graph, priority, target: LatencyTarget, budget_
     Raises CatalystDeployError when the dense model cannot be timed."""
     import copy
 
-    from catalyst_deploy.plan import apply_plan
+    from catalyst_deploy.surgery.plan import apply_plan
 
     with tempfile.TemporaryDirectory(prefix="catalyst-deploy-latency-") as work:
         dense_onnx = _export(model, example, Path(work) / "dense.onnx")

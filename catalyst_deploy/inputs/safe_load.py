@@ -9,7 +9,7 @@
   or ``quantization``, ``torchvision.ops``' public modules (the zoo's blocks: ``Conv2dNormActivation``,
   ``SqueezeExcitation``, ``StochasticDepth``, ``FrozenBatchNorm2d``, ...), ``timm.models`` and
   ``timm.layers`` when installed (private modules such as ``_efficientnet_blocks`` too, fx ones not),
-  and :mod:`catalyst_deploy.zoo`;
+  and :mod:`catalyst_deploy.inputs.zoo`;
 * less every class whose unpickling could run code (:func:`unpickling_may_run_code`): a base from
   torch.fx, torch.ao, torch.jit or torch's private packages (a GraphModule's ``__reduce__`` regenerates
   Python source and runs it), a ``__reduce__``, ``__reduce_ex__`` or ``__new__`` other than ``object``'s,
@@ -38,10 +38,12 @@ log = logging.getLogger(__name__)
 
 # (package, also walk its private submodules, subpackages left out)
 MODULE_SOURCES = (
-    ("torch.nn.modules", False, ()), ("torchvision.ops", False, ()), ("catalyst_deploy.zoo", False, ()),
+    ("torch.nn.modules", False, ()), ("torchvision.ops", False, ()), ("catalyst_deploy.inputs.zoo", False, ()),
     ("torchvision.models", True, ("torchvision.models.feature_extraction", "torchvision.models.quantization")),
 )
 OPTIONAL_MODULE_SOURCES = (("timm.models", True, ()), ("timm.layers", True, ()))
+# Old homes of allowlisted modules: a zoo model's pruned.pt from before the layer folders names catalyst_deploy.zoo.
+LEGACY_MODULES = {"catalyst_deploy.inputs.zoo": "catalyst_deploy.zoo"}
 # A class with a base from one of these modules is never allowed, wherever it is defined.
 BLOCKED_ORIGINS = re.compile(r"torch\.(fx|ao|jit|sparse|_\w*|nn\.(quantized|qat|quantizable|intrinsic|parallel))(\.|$)")
 # __setstate__ methods read and found to only update __dict__ and set defaults for old files.
@@ -120,14 +122,16 @@ def _safe_other_globals() -> list:
 
 
 def safe_globals() -> list:
-    """The allowlist handed to ``torch.serialization.safe_globals``: module classes and a few functions."""
-    return [*safe_module_classes(), *_safe_other_globals()]
+    """The allowlist for ``torch.serialization.safe_globals``: module classes, a few functions, (class, old name) pairs."""
+    classes = safe_module_classes()
+    legacy = [(c, f"{LEGACY_MODULES[c.__module__]}.{c.__qualname__}") for c in classes if c.__module__ in LEGACY_MODULES]
+    return [*classes, *_safe_other_globals(), *legacy]
 
 
 @functools.cache
 def safe_global_names() -> frozenset[str]:
     """Dotted names of :func:`safe_globals`, as ``get_unsafe_globals_in_checkpoint`` reports them."""
-    return frozenset(_global_name(obj) for obj in safe_globals())
+    return frozenset(obj[1] if isinstance(obj, tuple) else _global_name(obj) for obj in safe_globals())
 
 
 def _global_name(obj: Any) -> str:
@@ -219,7 +223,7 @@ def blocked_globals(message: str) -> list[str]:
 
 
 def _needs_trust_pickle(path: Path, unsafe: list[str]) -> UsageError:
-    outside = "torch.nn, torchvision, timm and catalyst_deploy.zoo"
+    outside = "torch.nn, torchvision, timm and catalyst_deploy.inputs.zoo"
     return UsageError(f"{path} needs classes or functions outside {outside} to load ({_few(unsafe, 6)}); "
                       "if you trust the file, pass --trust-pickle (it runs code from the file)")
 

@@ -27,7 +27,7 @@ def model_meta(report, info) -> dict:
 
 
 def write_outputs(s, plan: dict, report, folder, info) -> None:
-    from catalyst_deploy.plan import save_plan
+    from catalyst_deploy.surgery.plan import save_plan
     from catalyst_deploy.render.plots import bifurcation_png
 
     model = s.model.to("cpu").to(memory_format=torch.contiguous_format).eval()

@@ -21,13 +21,13 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from catalyst_deploy import distributed
-from catalyst_deploy.allocation import Budget
-from catalyst_deploy.checkpoint import Checkpointer
+from catalyst_deploy.run import distributed
+from catalyst_deploy.surgery.allocation import Budget
+from catalyst_deploy.run.checkpoint import Checkpointer
 from catalyst_deploy.config import PruneConfig
-from catalyst_deploy.graph import ChannelGraph
-from catalyst_deploy.macs import count_macs
-from catalyst_deploy.phases import PhaseRunner
+from catalyst_deploy.surgery.graph import ChannelGraph
+from catalyst_deploy.surgery.macs import count_macs
+from catalyst_deploy.run.phases import PhaseRunner
 from catalyst_deploy.report import Counts, PruneReport
 
 
@@ -59,8 +59,8 @@ class PruneRun:
     def setup(self) -> Setup:
         """Data, model, graph and budget, with every check that can run before training (`preflight`).
         Under torchrun it starts the process group first (`distributed.init`)."""
-        from catalyst_deploy import preflight
-        from catalyst_deploy.train import resolve_device
+        from catalyst_deploy.run import preflight
+        from catalyst_deploy.run.train import resolve_device
 
         cfg = self.cfg
         preflight.check_deployment(cfg)
@@ -74,10 +74,10 @@ class PruneRun:
 
     def _data_setup(self, device: torch.device) -> Setup:
         """Data and model on `device`, each rank with its share of the training split and of the evaluated ones."""
-        from catalyst_deploy import preflight
-        from catalyst_deploy.data import load_dataset, make_loaders
-        from catalyst_deploy.models import load_model, model_input_channels
-        from catalyst_deploy.train import to_device
+        from catalyst_deploy.run import preflight
+        from catalyst_deploy.inputs.data import load_dataset, make_loaders
+        from catalyst_deploy.inputs.models import load_model, model_input_channels
+        from catalyst_deploy.run.train import to_device
 
         cfg = self.cfg
         size = tuple(cfg.input_shape[2:]) if cfg.input_shape else None
@@ -105,7 +105,7 @@ class PruneRun:
         return self._graph_setup(model, loaders, example.to(device), device, splits.info)
 
     def _graph_setup(self, model, loaders, example, device, info) -> Setup:
-        from catalyst_deploy import preflight
+        from catalyst_deploy.run import preflight
 
         cfg = self.cfg
         macs, params = count_macs(model, example)
@@ -122,8 +122,8 @@ class PruneRun:
     def _latency_weights(self, model, example, graph) -> torch.Tensor:
         """Per group: (measured ms per MAC on the --latency-aware backend / median) ** latency_alpha, from
         ONNX Runtime's profile of the dense model, so that slow-per-MAC layers shrink first."""
-        from catalyst_deploy.bench.layer_latency import group_latency_per_mac, group_weights, profile_conv_latency
-        from catalyst_deploy.macs import layer_macs
+        from catalyst_deploy.latency.layers import group_latency_per_mac, group_weights, profile_conv_latency
+        from catalyst_deploy.surgery.macs import layer_macs
 
         cpu_model, x = cpu_copy(model), example.cpu()
         per_mac = group_latency_per_mac(graph, layer_macs(cpu_model, x), profile_conv_latency(cpu_model, x))
@@ -134,8 +134,8 @@ class PruneRun:
 
     def run(self, s: Setup, folder) -> PruneReport:
         """The pipeline on a checked `Setup`, writing through `folder` (a rundir.RunFolder)."""
-        from catalyst_deploy.deploy import deploy
-        from catalyst_deploy.outputs import write_outputs
+        from catalyst_deploy.run.deploy import deploy
+        from catalyst_deploy.run.outputs import write_outputs
 
         cfg, rep = self.cfg, self.report
         start = time.perf_counter()
@@ -159,7 +159,7 @@ class PruneRun:
         write_outputs(s, plan, rep, folder, s.info)
         deploy(cfg, s, dense, plan, rep, folder, self.log)
         rep.seconds["total"] = round(time.perf_counter() - start, 2)
-        from catalyst_deploy.outputs import write_report
+        from catalyst_deploy.run.outputs import write_report
 
         write_report(rep, folder)
         return rep

@@ -20,10 +20,10 @@ def prune_to_latency(cfg: PruneConfig, out, progress, log, prune: Callable, max_
     most `max_rounds` runs)."""
     import dataclasses
 
-    from catalyst_deploy.latency_target import TOLERANCE, in_window, parse_latency_target, search_share
+    from catalyst_deploy.latency.target import TOLERANCE, in_window, parse_latency_target, search_share
 
-    from catalyst_deploy.pipeline import PruneRun
-    from catalyst_deploy.ranks import launched
+    from catalyst_deploy.run.pipeline import PruneRun
+    from catalyst_deploy.run.ranks import launched
 
     if launched()[0] > 1:
         raise UsageError("--target-latency runs in one process (its search times models on this machine): run it "
@@ -56,8 +56,8 @@ def prune_to_latency(cfg: PruneConfig, out, progress, log, prune: Callable, max_
     met = in_window(rounds[-1]["latency_ratio"], goal)
     report.latency["target"] = {"target": str(target), "backend": cfg.latency_backend, "batch": target.batch,
                                 "search": found.history, "prune_runs": rounds, "met": met, "cliff": found.cliff}
-    from catalyst_deploy.outputs import write_report
-    from catalyst_deploy.rundir import read_marker
+    from catalyst_deploy.run.outputs import write_report
+    from catalyst_deploy.run.rundir import read_marker
 
     if read_marker(Path(out)):
         write_report(report, _reopen(out))
@@ -73,7 +73,7 @@ def prune_to_latency(cfg: PruneConfig, out, progress, log, prune: Callable, max_
 def _search_priority(cfg: PruneConfig, setup):
     """How the search ranks channels: the method's own ranking when it exists before training (the one-shot
     methods), so that the searched cut is the cut the run makes; otherwise the channels' L2 norms."""
-    from catalyst_deploy.graph import channel_norms
+    from catalyst_deploy.surgery.graph import channel_norms
     from catalyst_deploy.methods import get_method, make_method
 
     if not get_method(cfg.method).regularized and cfg.method != "taylor":  # taylor needs gradients first
@@ -91,7 +91,7 @@ def _latency_config(cfg: PruneConfig, target, out) -> PruneConfig:
     import dataclasses
     import math
 
-    from catalyst_deploy.allocation import channel_multiple
+    from catalyst_deploy.surgery.allocation import channel_multiple
     from catalyst_deploy.bench.backends import get_backend
 
     backend = get_backend(cfg.latency_backend)
@@ -108,7 +108,7 @@ def _latency_config(cfg: PruneConfig, target, out) -> PruneConfig:
 
 def _reopen(out):
     """The finished run folder, to rewrite its report with the latency search in it."""
-    from catalyst_deploy.rundir import RunFolder, read_marker
+    from catalyst_deploy.run.rundir import RunFolder, read_marker
 
     marker = read_marker(Path(out))
     return RunFolder(Path(out).absolute(), created=False, files=list(marker.get("files", [])),

@@ -31,7 +31,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from catalyst_deploy.ranks import (DistributedError, FAILURE_KEY, PEER_GRACE_S, PERTURB_ENV, PeerFailed, RankMismatch, active, all_reduce_sum, any_rank, average_buffers, broadcast, broadcast_state, failure_boundary, from_main, init, is_main, launched, rank, shutdown, world_size)  # noqa: F401 (the low-level half, re-exported)
+from catalyst_deploy.run.ranks import (DistributedError, FAILURE_KEY, PEER_GRACE_S, PERTURB_ENV, PeerFailed, RankMismatch, active, all_reduce_sum, any_rank, average_buffers, broadcast, broadcast_state, failure_boundary, from_main, init, is_main, launched, rank, shutdown, world_size)  # noqa: F401 (the low-level half, re-exported)
 
 
 # ---- the decision check ---------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Use them by spec (``zoo:small_resnet``, ``zoo:tiny_cnn``) or call the factories directly. Every
 class is a plain ``nn.Module`` defined at module level, so ``torch.save(model)`` pickles it and
-:func:`catalyst_deploy.models.load_model` reads it back with ``weights_only=True``.
+:func:`catalyst_deploy.inputs.models.load_model` reads it back with ``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from torch import nn
 
 __all__ = ["ConvBNReLU", "ResidualBlock", "SmallResNet", "TinyCNN", "fashion_small_resnet", "small_resnet", "tiny_cnn"]
 
-PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+PRETRAINED_DIR = Path(__file__).parents[1] / "pretrained"  # package data at the package root
 
 
 class ConvBNReLU(nn.Sequential):
@@ -150,7 +150,7 @@ def fashion_small_resnet(in_channels: int = 1, num_classes: int = 10) -> SmallRe
     accuracy; benchmarks/train_demo_model.py made them). The weights file is read like any `--weights` file:
     a state dict, with ``weights_only=True``. Raises UsageError for another channel or class count."""
     from catalyst_deploy.errors import UsageError
-    from catalyst_deploy.models import load_weights
+    from catalyst_deploy.inputs.models import load_weights
 
     if (in_channels, num_classes) != (1, 10):
         raise UsageError("zoo:fashion_small_resnet is trained on grayscale images with 10 classes (Fashion-MNIST); "

@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from catalyst_deploy.errors import UsageError, did_you_mean
-from catalyst_deploy.macs import count_macs
-from catalyst_deploy.plan import apply_plan, layer_pruner, make_plan
+from catalyst_deploy.surgery.macs import count_macs
+from catalyst_deploy.surgery.plan import apply_plan, layer_pruner, make_plan
 
 
 @dataclass(frozen=True)

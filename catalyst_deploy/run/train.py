@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
-from catalyst_deploy.distributed import all_reduce_sum
+from catalyst_deploy.run.distributed import all_reduce_sum
 from catalyst_deploy.errors import CatalystDeployError
 
 

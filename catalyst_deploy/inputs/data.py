@@ -18,15 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from catalyst_deploy.datasets import (Augmentation, ConvertChannels, DatasetInfo, ImageArrays, UInt8ImageDataset,
+from catalyst_deploy.inputs.datasets import (Augmentation, ConvertChannels, DatasetInfo, ImageArrays, UInt8ImageDataset,
                                       _converted_stats, image_folder)
-from catalyst_deploy.readers import read_cifar10, read_cifar100, read_idx_dataset
+from catalyst_deploy.inputs.readers import read_cifar10, read_cifar100, read_idx_dataset
 from catalyst_deploy.errors import UsageError, did_you_mean
 
 if TYPE_CHECKING:
     from torch.utils.data import DataLoader, Dataset
 
-DEMO_DATA_DIR = Path(__file__).parent / "demo_data"
+DEMO_DATA_DIR = Path(__file__).parents[1] / "demo_data"  # package data at the package root
 IMAGEFOLDER_DEFAULT_SIZE = (224, 224)
 IMAGEFOLDER_RESIZE_RATIO = 0.875  # test images: resize the short side to size/0.875, then center-crop
 LIMIT_SEED = 0

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from collections.abc import Iterator
 
 from catalyst_deploy.errors import CatalystDeployError, UsageError
-from catalyst_deploy.rundir import CHECKPOINTS, RunFolder
+from catalyst_deploy.run.rundir import CHECKPOINTS, RunFolder
 
 CHECKPOINT = f"{CHECKPOINTS}/last.pt"
 # settings that do not change what a run computes: they may differ on --resume

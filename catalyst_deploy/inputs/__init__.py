@@ -1,0 +1,8 @@
+"""What a run reads: model specs and files (`models`, with the allowlisted pickle loader `safe_load`
+and the small built-in models of `zoo`), and data sets (`data` for specs and loaders, `datasets` for
+the split and loader machinery, `readers` for the on-disk formats).
+
+Everything read here is untrusted input: model files go through the allowlist, data files through
+readers that check their headers. May import: `errors`, `atomic`, torch and torchvision (timm when
+installed). Nothing above it.
+"""

@@ -1,0 +1,11 @@
+"""The run: what happens between the command line and the files a prune run leaves behind.
+
+`pipeline.PruneRun` sets a run up (data, model, channel graph, budget, preflight checks) and drives its
+steps; `phases` holds the training phases (pretrain, regularize, cut, recover) and drives any pruning
+method through `methods.base.PruningMethod` only; `train` is the training loop; `checkpoint` and
+`rundir` keep a run resumable and its folder safe; `outputs` and `deploy` write, export and benchmark
+what the cut produced; `distributed` and `ranks` run all of it under torchrun.
+
+May import: everything below it (`methods`, `surgery`, `latency`, `exporters`, `bench`, `inputs`,
+`render`, `report`, the settings layer, `errors`, `atomic`). Only `api` and `cli` import it.
+"""

@@ -1,0 +1,9 @@
+"""Channel surgery: torch-pruning's dependency graph, what a cut removes, and how much it saves.
+
+`graph.ChannelGraph` numbers every prunable channel of a model's coupled channel groups and makes
+plans and trial cuts; `plan` applies, saves and rebuilds a plan (`plan.json`, no pickle);
+`allocation.Budget` decides how many channels each group may lose for a target; `macs` is the one MAC
+counter.
+
+May import: `errors`, `atomic` and torch / torch-pruning. Never a method, the run or the interface.
+"""
