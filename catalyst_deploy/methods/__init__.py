@@ -32,6 +32,9 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
                "catalyst_deploy.methods.baselines:L1Ranking", False),
     MethodSpec("group-lasso", "group-norm sparsity penalty (torch-pruning GroupNormPruner), then L2 group ranking",
                "catalyst_deploy.methods.baselines:GroupLasso", True),
+    MethodSpec("depgraph", "DepGraph as torch-pruning ships it: GroupNormPruner sparsity training (no weight decay), "
+               "then its own progressive global ranking (Fang et al. 2023)",
+               "catalyst_deploy.methods.depgraph:DepGraphPruner", True),
     MethodSpec("slimming", "L1 on BN scales (Liu et al. 2017, torch-pruning BNScalePruner), then BN-scale ranking",
                "catalyst_deploy.methods.baselines:NetworkSlimming", True),
     MethodSpec("taylor", "first-order Taylor importance accumulated during fine-tuning (Molchanov et al. 2019)",
