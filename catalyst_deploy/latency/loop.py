@@ -78,7 +78,7 @@ def _search_priority(cfg: PruneConfig, setup):
 
     if not get_method(cfg.method).regularized and cfg.method != "taylor":  # taylor needs gradients first
         method = make_method(cfg)
-        method.start(setup.graph, setup.budget)
+        method.start(setup.graph, setup.budget, steps=0)  # ranked before any training
         return method.priority()
     return -channel_norms(setup.graph.producer_slices(), setup.graph.num_channels)
 
