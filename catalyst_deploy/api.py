@@ -33,7 +33,7 @@ def prune(cfg: PruneConfig, progress: Callable | None = None, log: Callable[[str
 
     out = cfg.out if cfg.out is not None else next_free_folder(DEFAULT_PRUNE_OUT)
     if cfg.target_latency is not None:
-        from catalyst_deploy.latency.loop import prune_to_latency
+        from catalyst_deploy.run.latency_loop import prune_to_latency
 
         return prune_to_latency(cfg, out, progress, log, prune)
     run = PruneRun(cfg, progress=progress, log=log, group_weight=_group_weight)

@@ -1,5 +1,5 @@
 """The `--target-latency` loop of `api.prune`: search the MACs share on cut copies of the dense model
-(`latency_target.search_share`), prune to it, check the latency of the exported files, and correct the share
+(`latency.target.search_share`), prune to it, check the latency of the exported files, and correct the share
 when they miss.
 
     report = prune_to_latency(cfg, "runs/r18", progress=None, log=print, prune=api.prune)
@@ -15,7 +15,7 @@ from catalyst_deploy.errors import CatalystDeployError, PartialFailure, UsageErr
 
 
 def prune_to_latency(cfg: PruneConfig, out, progress, log, prune: Callable, max_rounds: int = 3):
-    """`--target-latency`: search the MACs share on cut copies of the dense model (latency_target), prune to
+    """`--target-latency`: search the MACs share on cut copies of the dense model (`latency.target`), prune to
     it with `prune` (`api.prune`), then measure the exported files; a miss re-runs with a corrected share (at
     most `max_rounds` runs)."""
     import dataclasses
