@@ -3,7 +3,7 @@
 1. fine-tuning throughput (images/s) of ResNet-50 on random data, AMP bf16, channels_last, SGD: plain,
    and with Catalyst's gates attached and its per-step proximal update (`methods.catalyst`);
 2. ResNet-50 pruned to half its MACs on the CPU by the package's one pruning path (graph.ChannelGraph ->
-   allocation.Budget.select -> plan.apply_plan, L2 ranking), round_to 8 (`channel_multiple(needs_gpu=True)`);
+   allocation.Budget.select -> plan.apply_plan, L2 ranking), round_to 8 (`environment.channel_multiple(needs_gpu=True)`);
 3. GPU latency dense vs pruned at batch 1 and 64 through catalyst_deploy.bench: torch eager, torch CUDA
    graphs, ONNX Runtime CUDA (if onnxruntime-gpu is installed), TensorRT fp16 (if tensorrt imports);
 4. when tensorrt imports: `catalyst-deploy prune torchvision:resnet18 ... --export onnx,trt --bench` end to end
@@ -123,7 +123,8 @@ def sgd_step(model, optimizer, x, y, method=None) -> None:
 def catalyst_method(model, example, name: str):
     """Catalyst (`methods.make_method` with the default settings) started on `model`: its gates attached
     as parametrizations, at the controller's starting strength (no channel collapses in a few steps)."""
-    from catalyst_deploy.surgery.allocation import Budget, channel_multiple
+    from catalyst_deploy.bench.environment import channel_multiple
+    from catalyst_deploy.surgery.allocation import Budget
     from catalyst_deploy.config import load_config
     from catalyst_deploy.surgery.graph import ChannelGraph
     from catalyst_deploy.surgery.macs import count_macs
@@ -159,7 +160,7 @@ def pruned_model(args):
     import torch
     import torchvision
 
-    from catalyst_deploy.surgery.allocation import channel_multiple
+    from catalyst_deploy.bench.environment import channel_multiple
     from catalyst_deploy.surgery.macs import count_macs
 
     torch.manual_seed(0)

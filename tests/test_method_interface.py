@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from catalyst_deploy import api
-from catalyst_deploy.methods import METHODS, MethodSpec
+from catalyst_deploy.method_table import METHODS, MethodSpec
 from catalyst_deploy.methods.base import ParamOverride, PruningMethod
 from catalyst_deploy.run import distributed
 from catalyst_deploy.run.train import PhaseSettings, make_optimizer
