@@ -9,16 +9,15 @@ three. Importing this module loads no torch.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from catalyst_deploy.errors import UsageError, did_you_mean
 from catalyst_deploy.settings import build, default_text as _default_text, setting
+from catalyst_deploy.targets import FlopsTarget, parse_flops_target, parse_latency_target
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
-_UNITS = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
 
 
 @dataclass(frozen=True)
@@ -129,37 +128,6 @@ SECTIONS = {"catalyst": CatalystSettings, "export": ExportSettings, "bench": Ben
 FLAT_ALIASES = {"bench_batches": ("bench", "batches"), "export_formats": ("export", "formats")}
 
 
-@dataclass(frozen=True)
-class FlopsTarget:
-    """Either a share of the dense MACs (0 < fraction < 1) or an absolute MAC budget."""
-
-    fraction: float | None = None
-    absolute: float | None = None
-
-    def macs(self, dense_macs: int) -> float:
-        return self.fraction * dense_macs if self.fraction is not None else float(self.absolute)
-
-    def __str__(self) -> str:
-        return f"{self.fraction:g}" if self.fraction is not None else f"{self.absolute / 1e9:g}G MACs"
-
-
-def parse_flops_target(text: str | float) -> FlopsTarget:
-    """'0.5' -> half the dense MACs; '2.0G' / '350M' -> an absolute MAC budget. UsageError otherwise."""
-    s = str(text).strip()
-    m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([KMGT]?)", s, flags=re.IGNORECASE)
-    if not m:
-        raise UsageError(f"--target-flops {s!r} is not a number: use a share such as 0.5 or a MAC budget such as 2.0G")
-    value, unit = float(m.group(1)), m.group(2).upper()
-    if unit:
-        if value <= 0:
-            raise UsageError(f"--target-flops {s!r} must be a positive budget")
-        return FlopsTarget(absolute=value * _UNITS[unit])
-    if not 0 < value < 1:
-        raise UsageError(f"--target-flops {s!r} must be a share strictly between 0 and 1 (e.g. 0.5), "
-                         "or an absolute MAC budget with a unit (e.g. 2.0G)")
-    return FlopsTarget(fraction=value)
-
-
 def parse_int_tuple(text, option: str, length: int | None = None) -> tuple[int, ...] | None:
     """'1,3,224,224' (or a sequence) -> (1, 3, 224, 224); UsageError for anything else."""
     if text is None or text == "":
@@ -227,9 +195,8 @@ def load_config(recipe: str | None = None, **overrides: Any) -> PruneConfig:
 
 def _check_names(cfg: PruneConfig) -> None:
     """The settings that name things: target, method, formats, backend, shape (all without torch)."""
-    from catalyst_deploy.bench.backends import get_backend
-    from catalyst_deploy.formats import get_format
-    from catalyst_deploy.methods import get_method
+    from catalyst_deploy.formats import get_backend, get_format
+    from catalyst_deploy.method_table import get_method
 
     parse_flops_target(cfg.target_flops)
     get_method(cfg.method)
@@ -238,8 +205,6 @@ def _check_names(cfg: PruneConfig) -> None:
     if cfg.latency_aware:
         get_backend(cfg.latency_aware)
     if cfg.target_latency is not None:
-        from catalyst_deploy.latency.target import parse_latency_target
-
         parse_latency_target(cfg.target_latency)
         get_backend(cfg.latency_backend)
     if cfg.input_shape is not None and len(cfg.input_shape) != 4:

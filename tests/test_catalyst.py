@@ -21,9 +21,7 @@ from catalyst_deploy.surgery.graph import ChannelGraph
 from catalyst_deploy.surgery.macs import count_macs
 from catalyst_deploy.methods import make_method
 from catalyst_deploy.methods.catalyst import CatalystRegularizer
-from catalyst_deploy.methods.controller import CatalystController
 from catalyst_deploy.methods.fairness import rescale_half, share_pruned_gap
-from catalyst_deploy.run.phases import PhaseHooks
 from catalyst_deploy.surgery.plan import apply_plan
 from catalyst_deploy.run.train import PhaseSettings, evaluate, make_optimizer, train_phase
 from catalyst_deploy.inputs.zoo import fashion_small_resnet, small_resnet, tiny_cnn
@@ -32,19 +30,39 @@ EXAMPLE = torch.randn(1, 1, 28, 28, generator=torch.Generator().manual_seed(0))
 CPU = torch.device("cpu")
 
 
-def started(model: nn.Module, target: float = 0.5, **settings) -> tuple[CatalystRegularizer, Budget, int]:
+def started(model: nn.Module, target: float = 0.5, steps: int = 300,
+            **settings) -> tuple[CatalystRegularizer, Budget, int]:
+    """Catalyst (defaults, or `settings`) started for a phase of `steps` on `model`, at lr 0.02."""
     graph = ChannelGraph(model, EXAMPLE)
     macs = count_macs(model, EXAMPLE)[0]
     budget = Budget(tuple(graph.sizes), graph.trial_macs, target * macs, 8, 0.9)
     method = make_method(load_config(model="zoo:tiny_cnn", lr=0.02, catalyst=settings or None))
-    method.start(graph, budget)
+    method.start(graph, budget, steps)
     return method, budget, macs
 
 
-def train(model, method, loader, steps: int, controller=None, base: int = 0):
+class PenaltyOnly:
+    """Step hooks that run Catalyst's update without its schedule: lambda held, no freeze."""
+
+    def __init__(self, method: CatalystRegularizer):
+        self.method = method
+
+    def before_step(self) -> None:
+        self.method.before_step()
+
+    def after_step(self, lr: float, step: int) -> None:
+        self.method.apply_penalty(lr)
+
+    def status(self) -> dict:
+        return {}
+
+    def done(self) -> bool:
+        return False
+
+
+def train_penalty_only(model, method, loader, steps: int):
     train_phase(model, loader, CPU, PhaseSettings(steps, 0.02, schedule="constant"), label="catalyst",
-                hooks=PhaseHooks(method, controller, 0), no_decay=method.no_decay_params(),
-                lr_scales=method.lr_scales(), epoch_base=base)
+                hooks=PenaltyOnly(method), overrides=method.param_overrides())
 
 
 @pytest.fixture(scope="module")
@@ -130,17 +148,12 @@ def decide(method_name: str, model: nn.Module, loader, steps: int = 140) -> torc
     budget = Budget(tuple(graph.sizes), graph.trial_macs, 0.5 * macs, None, 0.9)
     cfg = load_config(model="zoo:tiny_cnn", method=method_name, lr=0.02, reg_strength=1e-3)
     method = make_method(cfg)
-    method.start(graph, budget)
-    controller = CatalystController(method, budget, macs, cfg.catalyst, steps, cfg.lr) if method_name == "catalyst" else None
+    method.start(graph, budget, steps)
+    used = 0
     if method_name != "l1":
-        train_phase(model, loader, CPU, PhaseSettings(steps, 0.02, schedule="constant" if controller else "cosine"),
-                    label=method_name, hooks=PhaseHooks(method, controller, 0), no_decay=method.no_decay_params(),
-                    lr_scales=getattr(method, "lr_scales", lambda: None)())
-    if controller is None:
-        return budget.select(method.priority())
-    if not controller.frozen:
-        controller.freeze(steps, forced=True)
-    return method.frozen.cpu()
+        used = train_phase(model, loader, CPU, PhaseSettings(steps, 0.02, schedule=method.schedule),
+                           label=method_name, hooks=method, overrides=method.param_overrides()).steps
+    return method.finish(used).mask
 
 
 @pytest.mark.slow
@@ -173,13 +186,13 @@ def rescale_drift(demo_loaders, invariant: bool, factor: float = 10.0, steps: in
         model.train()
         method, _, _ = started(model, gate_lr=20.0, invariant=invariant)
         method.set_lambda(1.0, 0)
-        optimizer = make_optimizer(model, PhaseSettings(steps, 0.02), method.no_decay_params(), method.lr_scales())
+        optimizer = make_optimizer(model, PhaseSettings(steps, 0.02), method.param_overrides())
         for x, y in batches:
             optimizer.zero_grad()
             nn.functional.cross_entropy(model(x), y).backward()
             method.before_step()
             optimizer.step()
-            method.after_step(0.02)
+            method.apply_penalty(0.02)
         runs.append((model.eval(), method))
     x = batches[0][0]
     with torch.no_grad():
@@ -206,7 +219,7 @@ def test_p3_with_lambda_held_the_task_loss_splits_the_channels_by_itself(demo_lo
     model = fashion_small_resnet()
     method, _, _ = started(model)
     method.set_lambda(0.02 / 0.02, 0)
-    train(model, method, demo_loaders[0], 500)
+    train_penalty_only(model, method, demo_loaders[0], 500)
     collapsed, kept = method.s.detach() == 0, method.d == 0
     decided = float((collapsed | kept).float().mean())
     assert decided >= 0.85, decided  # measured: 0.88 after 400 steps, still rising
@@ -217,14 +230,12 @@ def test_p3_with_lambda_held_the_task_loss_splits_the_channels_by_itself(demo_lo
 def test_p3_p4_the_shipped_schedule_prunes_what_the_dynamics_zeroed_and_the_cut_is_lossless(demo_loaders):
     torch.manual_seed(0)
     model = fashion_small_resnet()
-    method, budget, macs = started(model)
     steps = 300
-    controller = CatalystController(method, budget, macs, method_settings(), steps, 0.02)
-    hooks = PhaseHooks(method, controller, 0)
-    train_phase(model, demo_loaders[0], CPU, PhaseSettings(steps, 0.02, schedule="constant"), label="catalyst",
-                hooks=hooks, no_decay=method.no_decay_params(), lr_scales=method.lr_scales())
-    assert controller.frozen and not controller.split.forced, "the collapsed set reached the target by itself"
-    split = controller.split
+    method, budget, macs = started(model, steps=steps)
+    train_phase(model, demo_loaders[0], CPU, PhaseSettings(steps, 0.02, schedule=method.schedule), label="catalyst",
+                hooks=method, overrides=method.param_overrides())
+    split = method.controller.split
+    assert split is not None and not split.forced, "the collapsed set reached the target by itself"
     assert split.collapsed >= 0.8 * int(method.frozen.sum()), "the prune set is what the dynamics zeroed"
     assert method.settled(), "the few channels added at the freeze reached s = 0 before the phase ended"
     method.fold()
@@ -238,10 +249,6 @@ def test_p3_p4_the_shipped_schedule_prunes_what_the_dynamics_zeroed_and_the_cut_
     assert count_macs(model, EXAMPLE)[0] <= 0.5 * macs
     torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4 * float(before.abs().max()))  # P4
     assert evaluate(model, demo_loaders[1], CPU) == accuracy
-
-
-def method_settings():
-    return load_config(model="zoo:tiny_cnn").catalyst
 
 
 def test_priority_puts_collapsed_channels_first_in_collapse_order():
@@ -261,11 +268,21 @@ def test_priority_puts_collapsed_channels_first_in_collapse_order():
     assert priority[collapsed][first] >= priority[collapsed][last]
 
 
-def test_state_dict_round_trip_continues_identically():
+def test_state_dict_is_plain_and_round_trips_through_a_weights_only_load(tmp_path):
+    """The method's checkpoint state (controller included, after the freeze too) loads with
+    torch.load(weights_only=True), which refuses any class outside plain containers and tensors, and
+    restores the same state."""
     method, _, _ = started(tiny_cnn())
     method.set_lambda(3.0, 1)
     method.prox(torch.full_like(method.d, 0.1))
-    state = copy.deepcopy(method.state_dict())
+    for step in range(1, 11):
+        method.after_step(0.02, step)
+    method.controller.freeze(10, forced=True)
+    torch.save(method.state_dict(), tmp_path / "method.pt")
+    state = torch.load(tmp_path / "method.pt", weights_only=True)
     other, _, _ = started(tiny_cnn())
     other.load_state_dict(state)
     assert torch.equal(other.d, method.d) and other.lam == method.lam and other.history == method.history
+    assert torch.equal(other.frozen, method.frozen) and other.frozen_step == method.frozen_step
+    ours, theirs = method.controller, other.controller
+    assert theirs.split == ours.split and theirs.trace == ours.trace and len(ours.trace) == 2

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from catalyst_deploy.config import PruneConfig, load_config, parse_flops_target, parse_int_tuple
+from catalyst_deploy.config import PruneConfig, load_config, parse_int_tuple
+from catalyst_deploy.targets import parse_flops_target
 from catalyst_deploy.errors import UsageError
 
 

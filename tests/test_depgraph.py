@@ -31,7 +31,8 @@ def method_on(model, example, target_share: float) -> DepGraphPruner:
     graph = ChannelGraph(model, example)
     dense = count_macs(model, example)[0]
     method = DepGraphPruner(reg=5e-4, iterative_steps=50)
-    method.start(graph, Budget(tuple(graph.sizes), graph.trial_macs, target_share * dense, round_to=None, max_ratio=0.9))
+    method.start(graph, Budget(tuple(graph.sizes), graph.trial_macs, target_share * dense, round_to=None, max_ratio=0.9),
+                 steps=10)
     return method
 
 
@@ -77,4 +78,5 @@ def test_the_phase_adds_torch_prunings_penalty_and_trains_without_weight_decay()
     method.before_step()
     changed = [n for n, p in model.named_parameters() if not torch.equal(p.grad, before[n])]
     assert any(n.endswith("conv1.weight") or ".conv" in n for n in changed), changed
-    assert {id(p) for p in method.no_decay_params()} == {id(p) for p in model.parameters()}
+    (override,) = method.param_overrides()
+    assert override.weight_decay == 0.0 and {id(p) for p in override.params} == {id(p) for p in model.parameters()}

@@ -24,40 +24,52 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from catalyst_deploy.methods.base import PruningMethod
+from catalyst_deploy.methods.base import Decision, ParamOverride, PruningMethod
 
 if TYPE_CHECKING:
     import torch
 
+    from catalyst_deploy.methods.controller import CatalystController
     from catalyst_deploy.surgery.allocation import Budget
     from catalyst_deploy.surgery.graph import ChannelGraph
 
 
 class CatalystRegularizer(PruningMethod):
-    """The gates, the catalyst variables and the proximal update. The schedule (lambda, when to freeze)
-    is `methods.controller.CatalystController`'s."""
+    """The gates, the catalyst variables and the proximal update; its schedule (lambda, when to freeze the
+    prune set) is its `controller` (`methods.controller.CatalystController`), built by `start`."""
 
-    def __init__(self, c0: float = 1.05, cost_aware: bool = True, gate_lr: float = 1.0, invariant: bool = False):
-        self.c0, self.cost_aware, self.gate_lr, self.invariant = c0, cost_aware, gate_lr, invariant
+    # the controller's step sizes are proximal steps per optimizer step at the base learning rate, and the
+    # frozen prune set must still reach zero at the end of the phase: no decay of the learning rate
+    schedule = "constant"
+    synchronised = True  # gates and d follow the DDP-averaged gradients: every rank decides the same
+
+    def __init__(self, settings, base_lr: float):
+        """`settings`: config.CatalystSettings; `base_lr`: the phase's learning rate (--lr)."""
+        self.settings, self.base_lr = settings, base_lr
+        self.c0, self.cost_aware, self.gate_lr = settings.c0, settings.cost_aware, settings.gate_lr
+        self.invariant = settings.invariant
         self.columns: list = []  # (weight, input positions) preconditioned by `before_step` when invariant
         self.lam = 0.0
         self.frozen: torch.Tensor | None = None  # bool mask of the prune set once frozen
         self.frozen_step = 0.0
         self.steps = 0
         self.history: list[tuple[int, float]] = []
+        self.controller: CatalystController | None = None
+        self._unchecked: tuple[str, dict] | None = None  # the freeze, until the runner has compared it
+        self._report: dict | None = None
 
     @classmethod
     def from_config(cls, cfg) -> CatalystRegularizer:
-        s = cfg.catalyst
-        return cls(c0=s.c0, cost_aware=s.cost_aware, gate_lr=s.gate_lr, invariant=s.invariant)
+        return cls(cfg.catalyst, cfg.lr)
 
     # ---- PruningMethod -------------------------------------------------------------------------
-    def start(self, graph: ChannelGraph, budget: Budget) -> None:
+    def start(self, graph: ChannelGraph, budget: Budget, steps: int) -> None:
         import torch
 
+        from catalyst_deploy.methods.controller import CatalystController
         from catalyst_deploy.methods.gates import attach_gates, channel_costs
 
-        super().start(graph, budget)
+        super().start(graph, budget, steps)
         device = next(graph.model.parameters()).device
         costs = channel_costs(graph, budget) if self.cost_aware else torch.ones(graph.num_channels)
         self.weights = costs.to(device)
@@ -68,16 +80,17 @@ class CatalystRegularizer(PruningMethod):
             from catalyst_deploy.surgery.graph import consumer_columns
 
             self.columns = [(w, torch.tensor(pos, device=device)) for w, pos in consumer_columns(graph)]
+        dense_macs = budget.macs_of(torch.zeros(graph.num_channels, dtype=torch.bool))
+        self.controller = CatalystController(self, budget, dense_macs, self.settings, steps, self.base_lr)
 
     @property
     def s(self):
         return self.gates.s
 
-    def no_decay_params(self) -> list:
-        return [self.gates.s]
-
-    def lr_scales(self) -> dict:
-        return {id(self.gates.s): self.gate_lr}
+    def param_overrides(self) -> list[ParamOverride]:
+        # the gates carry each channel's scale: decay would shrink it in proportion to itself, the magnitude
+        # bias the penalty is there to remove
+        return [ParamOverride((self.gates.s,), lr_scale=self.gate_lr, weight_decay=0.0)]
 
     def before_step(self) -> None:
         """With `invariant`: multiply the task gradient of each consumer input column by its squared norm over
@@ -96,15 +109,26 @@ class CatalystRegularizer(PruningMethod):
                 shape = (1, -1) + (1,) * (weight.dim() - 2)
                 weight.grad.index_copy_(1, pos, weight.grad.index_select(1, pos) * scale.view(shape))
 
-    def after_step(self, lr: float) -> None:
-        import torch
+    def after_step(self, lr: float, step: int) -> None:
+        self.apply_penalty(lr)
+        was_frozen = self.controller.frozen
+        self.controller.on_step(step)
+        if self.controller.frozen and not was_frozen:
+            self._unchecked = ("freeze", self._freeze_state(step))
 
-        self.steps += 1
-        with torch.no_grad():
-            if self.frozen is None:
-                self.prox(torch.full_like(self.d, lr * self.lam) * self.weights)
-            else:
-                self.prox(torch.where(self.frozen, self.frozen_step, 0.0) * self.weights)
+    def done(self) -> bool:
+        """The phase ends once the frozen prune set is exactly zero: the rest goes to recovery."""
+        return self.controller.frozen and self.settled()
+
+    def status(self) -> dict:
+        return {"flops": self.controller.current_ratio, "lam": self.lam}
+
+    def decision_state(self) -> tuple[str, dict] | None:
+        unchecked, self._unchecked = self._unchecked, None
+        return unchecked
+
+    def trajectory_point(self) -> list[float]:
+        return self.log_ratio().clamp(-50, 50).cpu().tolist()  # +-50: s = 0 / d = 0
 
     def priority(self) -> torch.Tensor:
         """Collapsed channels (s = 0) first, the earliest collapse first; then by log c, highest first."""
@@ -115,13 +139,33 @@ class CatalystRegularizer(PruningMethod):
         log_c = self.log_ratio().clamp(-1e3, 1e3)
         return torch.where(collapsed, early_first, log_c).cpu()
 
-    def state(self) -> dict:
+    def finish(self, steps_used: int) -> Decision:
+        """Freeze if the phase ended first, zero what the phase did not, fold the gates; report the split."""
+        import torch
+
+        priority = self.priority()
+        if not self.controller.frozen:
+            self.controller.freeze(steps_used, forced=True)
+            self._unchecked = ("freeze", self._freeze_state(steps_used))
+        forced = int((self.s.detach()[self.frozen] != 0).sum())
+        with torch.no_grad():
+            self.s.data[self.frozen] = 0.0
+        self.fold()
+        self._report = {**self.controller.state(), **self.summary(), "phase_steps": steps_used,
+                        "forced_to_zero": forced, "log_c_at_freeze": self.controller.split.log_c}
+        return Decision(self.frozen.cpu().clone(), priority)
+
+    def report(self) -> dict | None:
+        return self._report
+
+    def summary(self) -> dict:
         return {"lambda_history": self.history, "collapsed": int((self.s.detach() == 0).sum()),
                 "kept_d_zero": int((self.d == 0).sum()), "channels": self.graph.num_channels}
 
     def state_dict(self) -> dict:
         return {"d": self.d, "collapsed_at": self.collapsed_at, "lam": self.lam, "steps": self.steps,
-                "frozen": self.frozen, "frozen_step": self.frozen_step, "history": self.history}
+                "frozen": self.frozen, "frozen_step": self.frozen_step, "history": self.history,
+                "controller": self.controller.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         device = self.d.device
@@ -129,6 +173,25 @@ class CatalystRegularizer(PruningMethod):
         self.lam, self.steps, self.history = state["lam"], state["steps"], list(state["history"])
         self.frozen = None if state["frozen"] is None else state["frozen"].to(device)
         self.frozen_step = state["frozen_step"]
+        self.controller.load_state_dict(state["controller"])
+
+    def _freeze_state(self, step: int) -> dict:
+        """What every rank must hold identically at the freeze (copies: `finish` zeroes gates afterwards)."""
+        return {"mask": self.frozen.clone(), "d": self.d.clone(), "lambda": self.lam,
+                "gates": self.s.detach().clone(), "step": step}
+
+    # ---- the update ------------------------------------------------------------------------------
+    def apply_penalty(self, lr: float) -> None:
+        """The proximal step of the penalty after an optimizer step at learning rate `lr` (the frozen prune set
+        at its own constant step once frozen)."""
+        import torch
+
+        self.steps += 1
+        with torch.no_grad():
+            if self.frozen is None:
+                self.prox(torch.full_like(self.d, lr * self.lam) * self.weights)
+            else:
+                self.prox(torch.where(self.frozen, self.frozen_step, 0.0) * self.weights)
 
     # ---- the update ------------------------------------------------------------------------------
     def prox(self, step: torch.Tensor) -> None:

@@ -18,7 +18,7 @@ import copy
 import torch
 from torch import nn
 
-from catalyst_deploy.methods.base import PruningMethod
+from catalyst_deploy.methods.base import ParamOverride, PruningMethod
 
 DEFAULT_REG = 5e-4  # torch-pruning's reproduce/main.py default for its sparsity learning (--reg)
 ITERATIVE_STEPS = 400  # the same scripts' progressive pruning granularity (--iterative-steps)
@@ -34,12 +34,12 @@ class DepGraphPruner(PruningMethod):
     def from_config(cls, cfg) -> DepGraphPruner:
         return cls(reg=cfg.reg_strength if cfg.reg_strength is not None else DEFAULT_REG)
 
-    def start(self, graph, budget) -> None:
-        super().start(graph, budget)
+    def start(self, graph, budget, steps: int) -> None:
+        super().start(graph, budget, steps)
         self.pruner = self._pruner(graph.model)
 
-    def no_decay_params(self) -> list[nn.Parameter]:
-        return list(self.graph.model.parameters())  # the sparse phase trains with weight_decay=0
+    def param_overrides(self) -> list[ParamOverride]:
+        return [ParamOverride(tuple(self.graph.model.parameters()), weight_decay=0.0)]  # the sparse phase: no decay
 
     def before_step(self) -> None:
         self.pruner.regularize(self.graph.model)

@@ -72,7 +72,7 @@ def markdown(r: PruneReport) -> str:
     lines += ["", f"Channels removed: {r.channels['removed']} of {r.channels['total']}. Optimizer steps: "
               + ", ".join(f"{k} {v}" for k, v in r.steps.items()) + ".", "",
               "| phase | seconds |", "|---|---|", *[f"| {k} | {v} |" for k, v in r.seconds.items()]]
-    lines += _catalyst_lines(r.catalyst) + _export_lines(r)
+    lines += _catalyst_lines(r.method) + _export_lines(r)
     return "\n".join(lines) + "\n"
 
 

@@ -1,8 +1,8 @@
 """Checkpoints of a prune run, so that a killed or interrupted run continues where it stopped.
 
 One file, `checkpoints/last.pt` in the run folder, written atomically at an interval and at every phase
-end: the phase and its step, the model's state (and the plan once cut), the optimizer, the method and
-controller states, the RNG states, the partial report, and a hash of the settings that decide the
+end: the phase and its step, the model's state (and the plan once cut), the optimizer, the method's state
+(`PruningMethod.state_dict`), the RNG states, the partial report, and a hash of the settings that decide the
 result. `prune --resume OUT` refuses a checkpoint made with other settings, naming the keys that differ.
 SIGINT and SIGTERM save a checkpoint at the next step boundary and stop with a one-line message.
 Under torchrun only rank 0 saves (`enabled`); the checkpoint records the number of processes, and a resume

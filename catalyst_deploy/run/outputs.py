@@ -5,7 +5,7 @@
     model.json         what the model expects: input shape, channels, normalisation, classes, MACs,
                        source model, method and target (export and bench read it: no --input-shape needed)
     report.json / .md  the typed report and its human rendering
-    bifurcation.png    Catalyst's split, when the method is Catalyst
+    bifurcation.png    the split of log c at the decision, when the method reports one (Catalyst)
 """
 
 from __future__ import annotations
@@ -35,10 +35,9 @@ def write_outputs(s, plan: dict, report, folder, info) -> None:
     folder.write_with("pruned_state.pt", lambda tmp: torch.save(model.state_dict(), tmp))
     folder.write_with("plan.json", lambda tmp: save_plan(plan, tmp))
     folder.write_text(MODEL_META, json.dumps(model_meta(report, info), indent=1))
-    cat = report.catalyst
-    if cat and cat.get("log_c_at_freeze"):
-        folder.write_with("bifurcation.png", lambda tmp: bifurcation_png(cat["log_c_at_freeze"],
-                                                                          report.channels["pruned"], tmp))
+    log_c = (report.method or {}).get("log_c_at_freeze")
+    if log_c:
+        folder.write_with("bifurcation.png", lambda tmp: bifurcation_png(log_c, report.channels["pruned"], tmp))
 
 
 def write_report(report, folder) -> None:
