@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 DATA = f"fashion-mnist:{HERE.parents[1] / 'shared' / 'data' / 'fashion-mnist'}"
-METHODS = ["catalyst", "depgraph", "l1", "group-lasso", "slimming", "taylor", "random"]
+METHODS = ["catalyst", "catalyst-gated", "depgraph", "l1", "group-lasso", "slimming", "taylor", "random"]
 VAL_SIZE = 5000
 BUDGETS = {"1+1": (1.0, 1.0), "3+1": (3.0, 1.0), "8+4": (8.0, 4.0)}  # regularized (or fine-tuning) + recovery epochs
 TARGETS = {"1+1": (0.5, 0.3), "3+1": (0.5, 0.3), "8+4": (0.3, 0.15)}  # MACs shares; the long budget at harder ones
@@ -49,14 +49,18 @@ BUDGET_MODEL = {"1+1": "wide", "3+1": "wide", "8+4": "narrow"}
 LONG_BUDGET_CUT = {"l1": "start", "random": "start", "taylor": "early"}
 
 # Candidate settings per method, every knob explicit (a cached run stays valid when a default changes).
-# Catalyst's candidates are its schedule (step_max x deadline) with gates at the base learning rate and plain
-# SGD. Faster gates were measured in method_study.py and are not candidates: under plain SGD they lose the fair
-# chance, and with the invariant update the task defends almost every channel, so the prune set is imposed by
-# the freeze instead of made by the dynamics (both properties the method is defined by). The regularized
-# baselines' strengths got a second, finer round (3e-4, 3e-3); the one-shot methods' only knob is when to cut.
-SLOW = {"gate_lr": 1.0, "invariant": False}
+# Catalyst (the paper's form): how the task reaches the catalyst (no term, or the forward-pass term with a minus
+# sign) x the prune pressure. Its strength (the sum of eta*lambda) is not a candidate: at the selection budget the
+# per-step cap binds, so every strength would run the same steps; it stays at its default, 4.
+# The gated form: its schedule's step_max at its earlier chosen deadline, gates at the base learning rate and
+# plain SGD (faster gates were measured in method_study.py: they lose the fair chance or let the freeze, not the
+# dynamics, make the set). The regularized baselines' strengths come in two rounds (the finer one, 3e-4 and 3e-3,
+# so that no baseline is held below its best); the one-shot methods' only knob is when to cut.
+GATED = {"gate_lr": 1.0, "invariant": False, "deadline": 0.6}
 GRID: dict[str, list[dict]] = {
-    "catalyst": [{"catalyst": {"step_max": m, "deadline": d, **SLOW}} for m in (0.05, 0.2) for d in (0.3, 0.6)],
+    "catalyst": [{"catalyst": {"bypass": b, "pressure": p, "strength": 4.0}} for b in ("none", "minus")
+                 for p in (0.02, 0.1)],
+    "catalyst-gated": [{"catalyst_gated": {"step_max": m, **GATED}} for m in (0.05, 0.2)],
     "group-lasso": [{"reg_strength": r} for r in (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)],
     "depgraph": [{"reg_strength": r} for r in (1e-4, 5e-4, 2e-3)],  # around torch-pruning's own default, 5e-4
     "slimming": [{"reg_strength": r} for r in (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)],

@@ -1,7 +1,7 @@
 """Prepared GPU check for one H100/H200, under 8 minutes (issue "Export and real latency", item 5).
 
 1. fine-tuning throughput (images/s) of ResNet-50 on random data, AMP bf16, channels_last, SGD: plain,
-   and with Catalyst's gates attached and its per-step proximal update (`methods.catalyst`);
+   and with Catalyst's gates attached and its per-step proximal update (`methods.catalyst_gated`);
 2. ResNet-50 pruned to half its MACs on the CPU by the package's one pruning path (graph.ChannelGraph ->
    allocation.Budget.select -> plan.apply_plan, L2 ranking), round_to 8 (`environment.channel_multiple(needs_gpu=True)`);
 3. GPU latency dense vs pruned at batch 1 and 64 through catalyst_deploy.bench: torch eager, torch CUDA

@@ -108,7 +108,7 @@ def bench_overhead(name: str = "resnet50", batch: int = 8, size: int = 224, step
 
 def overhead_models(name: str, batch: int, size: int):
     """(plain model, gated copy, started Catalyst method, x, y): the same random-init torchvision model twice,
-    the copy with gates attached by `CatalystRegularizer.start` on the pipeline's graph and budget."""
+    the copy with gates attached by `GatedCatalyst.start` on the pipeline's graph and budget."""
     import copy
 
     import torchvision

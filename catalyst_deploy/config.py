@@ -22,8 +22,36 @@ RECIPE_DIR = Path(__file__).parent / "recipes"
 
 @dataclass(frozen=True)
 class CatalystSettings:
-    """Knobs of Catalyst's schedule (docs/method.md says what each does and why it has its value). Step sizes
-    are proximal steps per optimizer step (eta*lambda at the base learning rate)."""
+    """Knobs of Catalyst in the paper's form (`--method catalyst`; docs/method.md says what each does and why it
+    has its value). Its two ramps are given by what they add up to by the deadline, so the schedule adapts to
+    the length of the phase."""
+
+    placement: str = setting("bn", "what F is: 'bn' (each channel's BatchNorm scale and shift) or 'group' (every "
+                                   "producer slice of the coupled group)", choices=("bn", "group"))
+    bypass: str = setting("none", "the catalyst's term in the forward pass: 'minus' or 'plus' (its sign: how the "
+                                  "task gradient reaches delta) or 'none' (no task gradient to delta)",
+                          choices=("minus", "plus", "none"))
+    precondition: bool = setting(True, "scale the task gradient of F and delta by their size, so that a channel's "
+                                       "magnitude does not change its dynamics (docs/method.md)")
+    strength: float = setting(4.0, "sum of the proximal steps eta*lambda by the deadline", lo=0.0, lo_open=True)
+    step_cap: float = setting(0.01, "largest proximal step eta*lambda (a short phase ends with the split as far as "
+                                    "it got)", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+    pressure: float = setting(0.02, "sum of the relative decay of F by the deadline (tips undefended channels "
+                                    "to c > 1)", lo=0.0)
+    c_hi: float = setting(1e3, "freeze once the channels at c >= c_hi (F about 0) cover the target", lo=1.0,
+                          lo_open=True)
+    check_every: int = setting(10, "optimizer steps between two looks at the channels", lo=1)
+    deadline: float = setting(0.8, "freeze at the latest after this share of the regularized phase", lo=0.0,
+                              hi=1.0, lo_open=True)
+    cost_aware: bool = setting(True, "weigh each channel's penalty by the MACs its removal saves")
+    freeze_step: float = setting(0.05, "proximal step that drives the frozen prune set to zero", lo=0.0, hi=1.0,
+                                 lo_open=True, hi_open=True)
+
+
+@dataclass(frozen=True)
+class GatedCatalystSettings:
+    """Knobs of the gated Catalyst (`--method catalyst-gated`; docs/method.md). Step sizes are proximal steps per
+    optimizer step (eta*lambda at the base learning rate)."""
 
     c0: float = setting(1.05, "c = d/|s| of every channel at the start (> 1: each must be defended)", lo=1.0)
     step0: float = setting(0.002, "initial proximal step eta*lambda", lo=0.0, lo_open=True)
@@ -115,6 +143,8 @@ class PruneConfig:
     latency_backend: str = setting("ort-cpu", "backend on which --target-latency is measured")
     record_every: int = setting(0, "keep c of every channel every N steps (0: never)", lo=0)
     catalyst: CatalystSettings = setting(None, "Catalyst's schedule", factory=CatalystSettings)
+    catalyst_gated: GatedCatalystSettings = setting(None, "the gated Catalyst's schedule",
+                                                    factory=GatedCatalystSettings)
     export: ExportSettings = setting(None, "export after the cut", factory=ExportSettings)
     bench: BenchSettings = setting(None, "benchmark after the export", factory=BenchSettings)
 
@@ -123,7 +153,8 @@ class PruneConfig:
         return parse_flops_target(self.target_flops)
 
 
-SECTIONS = {"catalyst": CatalystSettings, "export": ExportSettings, "bench": BenchSettings}
+SECTIONS = {"catalyst": CatalystSettings, "catalyst_gated": GatedCatalystSettings, "export": ExportSettings,
+            "bench": BenchSettings}
 # flat names the CLI uses for settings that live in a section
 FLAT_ALIASES = {"bench_batches": ("bench", "batches"), "export_formats": ("export", "formats")}
 

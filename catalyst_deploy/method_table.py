@@ -24,8 +24,11 @@ class MethodSpec:
 
 
 METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
-    MethodSpec("catalyst", "Catalyst: product penalty d*|s| on a function-preserving gate per channel; lossless, "
-               "magnitude-fair cuts", "catalyst_deploy.methods.catalyst:CatalystRegularizer", True),
+    MethodSpec("catalyst", "Catalyst as the paper defines it: a catalyst delta per channel in the forward pass, every "
+               "channel starting at c = delta/||F|| = 1, the penalty delta*||F|| on the filters themselves; lossless "
+               "cuts", "catalyst_deploy.methods.catalyst:CatalystRegularizer", True),
+    MethodSpec("catalyst-gated", "this project's earlier Catalyst: product penalty d*|s| on a function-preserving "
+               "gate per channel; lossless cuts", "catalyst_deploy.methods.catalyst_gated:GatedCatalyst", True),
     MethodSpec("l1", "one-shot filter-norm (L1) ranking, Li et al. 2017",
                "catalyst_deploy.methods.baselines:L1Ranking", False),
     MethodSpec("group-lasso", "group-norm sparsity penalty (torch-pruning GroupNormPruner), then L2 group ranking",

@@ -1,5 +1,5 @@
 """Catalyst's schedule: steering it to a FLOPs target (docs/method.md, "Schedule"). Part of the method: the
-`CatalystRegularizer` builds its controller in `start` and calls it after every step.
+`GatedCatalyst` builds its controller in `start` and calls it after every step.
 
 lambda starts small and grows geometrically, reaching `step_max` at the deadline, while the channels the
 dynamics have already cut off (s = 0) remove too few MACs. Once they remove enough, lambda is held: the
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from catalyst_deploy.methods.catalyst import CatalystRegularizer
+    from catalyst_deploy.methods.catalyst_gated import GatedCatalyst
     from catalyst_deploy.surgery.allocation import Budget
 
 
@@ -45,10 +45,10 @@ class Split:
     log_c: list[float]
 
 
-class CatalystController:
+class GatedController:
     """Grows lambda, watches the split, freezes the prune set (see module doc)."""
 
-    def __init__(self, method: CatalystRegularizer, budget: Budget, macs_dense: int, settings, total_steps: int,
+    def __init__(self, method: GatedCatalyst, budget: Budget, macs_dense: int, settings, total_steps: int,
                  base_lr: float):
         self.method, self.budget, self.settings = method, budget, settings
         self.macs_dense, self.total_steps, self.base_lr = macs_dense, total_steps, base_lr
