@@ -1,4 +1,6 @@
 """The `catalyst-deploy` command line: thin Typer commands that parse, call `catalyst_deploy.api`, print.
+The interface layer: it imports `api`, `render` (printing) and the settings layer (parsing, help text) only
+(docs/architecture.md).
 
 Nothing heavy (torch, onnxruntime, tensorrt) is imported at module level, so `--help` stays fast. Every
 command runs inside one error boundary (`main`): expected failures print one line (exit 1: the job
