@@ -22,7 +22,9 @@ def test_every_method_runs_the_same_pipeline_to_the_target(tmp_path, method):
     cfg = api.load_config(model="zoo:small_resnet", method=method, out=str(tmp_path / method), **FAST)
     report = api.prune(cfg, log=lambda _m: None)
     assert 0.35 <= report.macs.ratio <= 0.5  # at the target, not far below it
-    assert set(report.accuracy) == {"dense", "after_regularization", "after_surgery", "final"}
+    # after_decision: only where the method forced part of its prune set when it decided (short budgets)
+    assert set(report.accuracy) - {"after_decision"} == {"dense", "after_regularization", "after_surgery", "final"}
+    assert ("after_decision" in report.accuracy) == bool((report.method or {}).get("forced_to_zero"))
     # every method gets the same optimizer steps in all: an early cut gives the rest to recovery
     assert report.steps["regularize"] + report.steps["recover"] == 3 * 4
     # the pruned model rebuilds from architecture + plan + state dict, without pickle
@@ -39,12 +41,18 @@ def test_every_method_runs_the_same_pipeline_to_the_target(tmp_path, method):
 
 
 @pytest.mark.slow
-def test_catalyst_cut_is_lossless_in_the_pipeline(tmp_path):
-    cfg = api.load_config(model="zoo:small_resnet", out=str(tmp_path / "c"), **{**FAST, "reg_epochs": 6})
+@pytest.mark.parametrize("method", ["catalyst", "catalyst-gated"])
+def test_catalyst_cut_is_lossless_in_the_pipeline(tmp_path, method):
+    cfg = api.load_config(model="zoo:small_resnet", out=str(tmp_path / "c"), method=method,
+                          **{**FAST, "reg_epochs": 6})
     report = api.prune(cfg, log=lambda _m: None)
     acc = report.accuracy
-    assert report.method["forced_to_zero"] == 0  # the prune set reached s = 0 by the dynamics
-    assert acc["after_surgery"] == acc["after_regularization"]
+    if method == "catalyst-gated":
+        assert report.method["forced_to_zero"] == 0  # the prune set reached s = 0 by the dynamics
+    # the paper's form cannot decide in 24 steps (its step cap binds) and forces part of its set to zero
+    # (tests/test_catalyst.py P3 shows it deciding unforced on a longer schedule): the cut is lossless anyway
+    assert acc["after_surgery"] == acc.get("after_decision", acc["after_regularization"])
+    assert (method == "catalyst-gated") == ("after_decision" not in acc)
     assert (tmp_path / "c" / "bifurcation.png").stat().st_size > 1000
 
 

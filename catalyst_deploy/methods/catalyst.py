@@ -75,6 +75,15 @@ class ChannelNorms:
                 sq.index_add_(0, sl.chan, per_pos[sl.pos])
         return sq.sqrt()
 
+    def expected_sq(self, device) -> torch.Tensor:
+        """A channel's squared norm at a standard initialisation, from the shapes alone (1 per BatchNorm-like
+        vector, 2 per weight row, the Kaiming expectation): a step scale that no rescale of a channel moves."""
+        out = torch.zeros(self.num, device=device)
+        for sl in self.slices:
+            out.index_add_(0, sl.chan, torch.full((len(sl.chan),), 1.0 if sl.param.dim() == 1 else 2.0,
+                                                  device=device))
+        return out.clamp_min(1.0)
+
     def scale_(self, factor: torch.Tensor, grad: bool = False) -> None:
         """Multiply every channel's slices (or their gradients) by `factor` (one per channel)."""
         with torch.no_grad():
@@ -107,6 +116,7 @@ class CatalystRegularizer(PruningMethod):
     # ---- set-up and tear-down -----------------------------------------------------------------------
     def start(self, graph: ChannelGraph, budget: Budget, steps: int) -> None:
         from catalyst_deploy.methods.gates import channel_costs
+        from catalyst_deploy.methods.invariance import column_positions
         from catalyst_deploy.methods.catalyst_schedule import CatalystSchedule
 
         super().start(graph, budget, steps)
@@ -114,12 +124,12 @@ class CatalystRegularizer(PruningMethod):
         self.F = ChannelNorms(graph, s.placement)
         device = self.F.params[0].device
         norm0 = self.F.norms()
-        group = graph.group_of_channel().to(device)
-        # mean ||F0||^2 of each channel's group: the scale of the preconditioned task step (see before_step)
-        mean_sq = torch.zeros(len(graph.sizes), device=device).index_add_(0, group, norm0.pow(2))
-        self.unit = (mean_sq / torch.tensor(graph.sizes, device=device))[group].clamp_min(1e-12)
+        # the scale of the preconditioned task step (see before_step), from the shapes alone: a value taken
+        # from the weights (a group's mean ||F0||^2, say) would move with a rescale of some of its channels
+        self.unit = self.F.expected_sq(device)
         self.weights = (channel_costs(graph, budget) if s.cost_aware else torch.ones(graph.num_channels)).to(device)
         self.sign = BYPASS_SIGN[s.bypass]
+        self.columns = column_positions(graph, device) if s.precondition else []
         self.variables = CatalystVariables(norm0.clone(), trainable=self.sign != 0.0)
         graph.model.add_module("catalyst_variables", self.variables)
         if self.sign:
@@ -160,10 +170,13 @@ class CatalystRegularizer(PruningMethod):
 
     # ---- per step ---------------------------------------------------------------------------------------
     def before_step(self) -> None:
-        """Precondition the task gradient of F and delta so that it moves log||F|| and log delta by the same
-        step for any magnitude: F's gradient times ||F||^2/m, delta's times delta/m (m: the mean ||F0||^2 of
-        the channel's group). A function-preserving rescale of a channel then changes nothing in the dynamics
-        of c (the task's push on a channel's relative scale is rescale-invariant)."""
+        """Precondition the task gradients so that a channel's magnitude does not change its dynamics: F's
+        gradient times ||F||^2/m and delta's times delta/m (m: its squared norm expected at initialisation), which
+        moves log||F|| and log delta by the same step for any magnitude, and the consumer columns' gradients as
+        in `methods.invariance`. A function-preserving rescale of a channel then changes nothing in how the
+        model trains, nor in the dynamics of c (tests/test_catalyst.py, P2)."""
+        from catalyst_deploy.methods.invariance import precondition_columns
+
         if not self.settings.precondition or self.plan.frozen:
             return
         norms = self.F.norms()
@@ -171,6 +184,7 @@ class CatalystRegularizer(PruningMethod):
         if self.sign and self.delta.grad is not None:
             with torch.no_grad():
                 self.delta.grad.mul_(self.delta.detach().abs() / self.unit)
+        precondition_columns(self.columns)
 
     def after_step(self, lr: float, step: int) -> None:
         self.plan.after_step(step)

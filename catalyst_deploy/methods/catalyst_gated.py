@@ -78,9 +78,9 @@ class GatedCatalyst(PruningMethod):
         self.d = torch.full((graph.num_channels,), float(self.c0), device=device)
         self.collapsed_at = torch.full((graph.num_channels,), -1, dtype=torch.long, device=device)
         if self.invariant:
-            from catalyst_deploy.surgery.graph import consumer_columns
+            from catalyst_deploy.methods.invariance import column_positions
 
-            self.columns = [(w, torch.tensor(pos, device=device)) for w, pos in consumer_columns(graph)]
+            self.columns = column_positions(graph, device)
         dense_macs = budget.macs_of(torch.zeros(graph.num_channels, dtype=torch.bool))
         self.controller = GatedController(self, budget, dense_macs, self.settings, steps, self.base_lr)
 
@@ -94,21 +94,10 @@ class GatedCatalyst(PruningMethod):
         return [ParamOverride((self.gates.s,), lr_scale=self.gate_lr, weight_decay=0.0)]
 
     def before_step(self) -> None:
-        """With `invariant`: multiply the task gradient of each consumer input column by its squared norm over
-        its expected norm at initialisation (2 * out / in, from the shape alone). A rescale of a channel by k
-        (producer x k, consumer columns x 1/k) multiplies a column's gradient by k and this factor by 1/k^2,
-        so the column's step scales by 1/k, exactly like the column: the update commutes with the rescale.
-        SGD's weight decay is added after this and is proportional to the weight, so it commutes too."""
-        import torch
+        """With `invariant`: the consumer columns' task gradients made rescale-invariant (methods.invariance)."""
+        from catalyst_deploy.methods.invariance import precondition_columns
 
-        with torch.no_grad():
-            for weight, pos in self.columns:
-                if weight.grad is None:
-                    continue
-                norm2 = weight.index_select(1, pos).pow(2).transpose(0, 1).flatten(1).sum(1)
-                scale = norm2 / (2.0 * weight.shape[0] / weight.shape[1])
-                shape = (1, -1) + (1,) * (weight.dim() - 2)
-                weight.grad.index_copy_(1, pos, weight.grad.index_select(1, pos) * scale.view(shape))
+        precondition_columns(self.columns)
 
     def after_step(self, lr: float, step: int) -> None:
         self.apply_penalty(lr)

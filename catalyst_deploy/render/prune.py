@@ -6,8 +6,14 @@ import math
 
 from catalyst_deploy.report import PruneReport
 
-PHASES = (("after_regularization", "after regularization"), ("after_surgery", "right after the cut"),
+PHASES = (("after_regularization", "after regularization"), ("after_decision", "forced set zeroed"),
+          ("after_surgery", "right after the cut"),
           ("final", "after recovery"))
+
+
+def phases_of(acc: dict) -> tuple:
+    """The PHASES this run measured (after_decision only where the method forced part of its set)."""
+    return tuple((k, label) for k, label in PHASES if k in acc)
 
 
 def count(n: float) -> str:
@@ -49,7 +55,7 @@ def print_summary(report: PruneReport) -> None:
     console = Console()
     console.print(summary_table(report))
     acc = report.accuracy
-    console.print("  ->  ".join(f"{label} {acc[key]:.2f}%" for key, label in PHASES)
+    console.print("  ->  ".join(f"{label} {acc[key]:.2f}%" for key, label in phases_of(acc))
                   + f"   ({report.seconds.get('total', 0):.0f} s)")
     for fmt, entry in report.exports.items():
         if "error" in entry:
@@ -59,16 +65,18 @@ def print_summary(report: PruneReport) -> None:
 def markdown(r: PruneReport) -> str:
     """report.md."""
     cfg, acc = r.config, r.accuracy
+    measured = phases_of(acc)
     lines = [f"# catalyst-deploy prune: {cfg['model']} on {cfg['data']}", "",
              f"Method `{cfg['method']}`, target FLOPs {cfg['target_flops']} (MACs), round-to {cfg['round_to']}, "
              f"device {r.device}, input {r.input_shape}.", "",
              "| | dense | pruned | ratio |", "|---|---|---|---|",
              f"| MACs | {count(r.macs.dense)} | {count(r.macs.pruned)} | {r.macs.ratio:.3f} |",
              f"| params | {count(r.params.dense)} | {count(r.params.pruned)} | {r.params.ratio:.3f} |", "",
-             "| accuracy (%) | dense | " + " | ".join(label for _, label in PHASES) + " |", "|---|---|---|---|---|",
-             "| test | " + " | ".join(f"{acc[k]:.2f}" for k in ("dense", *dict(PHASES))) + " |"]
+             "| accuracy (%) | dense | " + " | ".join(label for _, label in measured) + " |",
+             "|---" * (len(measured) + 2) + "|",
+             "| test | " + " | ".join(f"{acc[k]:.2f}" for k in ("dense", *dict(measured))) + " |"]
     if r.val_accuracy:
-        lines.append("| validation | " + " | ".join(f"{r.val_accuracy[k]:.2f}" for k in ("dense", *dict(PHASES))) + " |")
+        lines.append("| validation | " + " | ".join(f"{r.val_accuracy[k]:.2f}" for k in ("dense", *dict(measured))) + " |")
     lines += ["", f"Channels removed: {r.channels['removed']} of {r.channels['total']}. Optimizer steps: "
               + ", ".join(f"{k} {v}" for k, v in r.steps.items()) + ".", "",
               "| phase | seconds |", "|---|---|", *[f"| {k} | {v} |" for k, v in r.seconds.items()]]

@@ -146,6 +146,8 @@ class PhaseRunner:
             decision = from_rank0(decision)
         self.rep.channels["priority"] = [round(float(p), 5) for p in decision.priority]
         self.rep.method = method.report()
+        if (self.rep.method or {}).get("forced_to_zero"):  # the model the (lossless) cut starts from
+            self.measure("after_decision")
         self.rep.trajectory = hooks.trajectory or None
         self.unused_steps = self.steps["regularize"] - stats.steps
         return decision.mask
