@@ -96,7 +96,7 @@ def test_ranks_other_than_0_get_a_folder_that_refuses_writes(tmp_path):
     with pytest.raises(RuntimeError, match="only rank 0 writes"):
         folder.write_text("plan.json", "{}")
     folder.finish()
-    folder.discard(keep_checkpoints=True)
+    folder.fail(remove_written=False)
     assert folder.file("plan.json") == tmp_path / "run" / "plan.json" and not (tmp_path / "run").exists()
 
 

@@ -11,11 +11,17 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
 
+from catalyst_deploy.errors import UsageError
+
 MODEL_META = "model.json"
+MAX_META_BYTES = 1 << 20
+MAX_INPUT_VALUES = 1 << 28  # values in one example input (e.g. 1,3,8192,8192 is 2e8)
+MAX_CLASSES = 1 << 20
 
 
 def model_meta(report, info) -> dict:
@@ -49,10 +55,48 @@ def write_report(report, folder) -> None:
 
 
 def read_model_meta(path: str | Path) -> dict | None:
-    """model.json beside a model file (or in a run folder), or None."""
+    """model.json beside a model file (or in a run folder), checked as data, or None when there is none.
+
+    Its values are only ever data: a shape, counts, names shown in reports. Raises UsageError when the file
+    is too big, not JSON, or its input shape, channels or classes are not sensible positive integers.
+    """
     path = Path(path)
-    meta = path / MODEL_META if path.is_dir() else path.with_name(MODEL_META)
+    meta_path = path / MODEL_META if path.is_dir() else path.with_name(MODEL_META)
     try:
-        return json.loads(meta.read_text())
-    except (OSError, ValueError):
-        return None
+        if not meta_path.is_file():
+            return None
+        if meta_path.stat().st_size > MAX_META_BYTES:
+            raise ValueError("too big")
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError, RecursionError) as err:
+        raise UsageError(f"{meta_path} is not a readable model.json ({_first_line(err)}): remove it, or pass "
+                         "--input-shape (and --baseline) yourself") from None
+    problem = _meta_problem(meta)
+    if problem:
+        raise UsageError(f"{meta_path} is not a model.json this tool wrote: {problem}")
+    return meta
+
+
+def _meta_problem(meta) -> str | None:
+    """What is wrong with a model.json's values, or None."""
+    if not isinstance(meta, dict):
+        return "it is not a mapping"
+    shape = meta.get("input_shape")
+    if not (isinstance(shape, list) and len(shape) == 4 and all(_count(v, 1 << 16) for v in shape)
+            and math.prod(shape) <= MAX_INPUT_VALUES):
+        return "input_shape must be 4 positive integers of a sensible size (N,C,H,W)"
+    for key, most in (("channels", 1 << 16), ("num_classes", MAX_CLASSES)):
+        if key in meta and not _count(meta[key], most):
+            return f"{key} must be a positive integer up to {most}"
+    if not isinstance(meta.get("source_model", ""), str):
+        return "source_model must be text"
+    return None
+
+
+def _count(value, most: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= most
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__
