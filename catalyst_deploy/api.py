@@ -25,7 +25,7 @@ def prune(cfg: PruneConfig, progress: Callable | None = None, log: Callable[[str
     from its checkpoint. A failed run keeps what it wrote (checkpoints; once trained, the model files), so that
     `cfg.resume` can finish it, and touches nothing else.
     Raises UsageError for bad input, CatalystDeployError when the job fails, PartialFailure (after writing
-    everything else) when an export failed.
+    everything else) when an export failed, Interrupted on SIGINT/SIGTERM (saying what is kept).
     """
     from catalyst_deploy.run import distributed
     from catalyst_deploy.inputs.data import spec_path
@@ -51,8 +51,9 @@ def prune(cfg: PruneConfig, progress: Callable | None = None, log: Callable[[str
     failed = {fmt: e["error"] for fmt, e in report.exports.items() if "error" in e}
     folder.finish("done" if not failed else "failed")
     if failed:
-        raise PartialFailure(f"pruned model written to {out}, but export failed: "
-                             + "; ".join(f"{fmt}: {msg}" for fmt, msg in failed.items()))
+        from catalyst_deploy.run.outputs import kept_message
+
+        raise PartialFailure(kept_message(folder, "export " + "; ".join(f"{fmt}: {msg}" for fmt, msg in failed.items())))
     return report
 
 

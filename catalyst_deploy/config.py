@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from catalyst_deploy.errors import UsageError, did_you_mean
-from catalyst_deploy.settings import build, default_text as _default_text, setting
+from catalyst_deploy.settings import (MAX_BENCH_BATCH, MAX_BENCH_RUNS, MAX_BENCH_SECONDS, build,
+                                      default_text as _default_text, setting)
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
 _UNITS = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
@@ -62,10 +63,10 @@ class BenchSettings:
     """`--bench`: dense against pruned latency after the export."""
 
     enabled: bool = setting(False, "benchmark dense vs pruned latency")
-    batches: tuple[int, ...] = setting((1, 8), "batch sizes")
+    batches: tuple[int, ...] = setting((1, 8), "batch sizes", lo=1, hi=MAX_BENCH_BATCH)
     threads: int | None = setting(None, "ONNX Runtime / torch CPU threads (None: the runtime's)", lo=1)
-    min_time_s: float = setting(1.0, "least seconds of timed runs per model and batch", lo=0.0)
-    min_runs: int = setting(20, "least timed runs per model and batch", lo=1)
+    min_time_s: float = setting(1.0, "least seconds of timed runs per model and batch", lo=0.0, hi=MAX_BENCH_SECONDS)
+    min_runs: int = setting(20, "least timed runs per model and batch", lo=1, hi=MAX_BENCH_RUNS)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,11 @@ from pathlib import Path
 
 from catalyst_deploy.errors import UsageError, did_you_mean
 
+# bounds of the benchmark's settings, so that no value asks for unbounded work (bench.harness holds to them too)
+MAX_BENCH_BATCH = 65536
+MAX_BENCH_SECONDS = 3600.0
+MAX_BENCH_RUNS = 1_000_000
+
 
 def setting(default, help: str = "", *, lo=None, hi=None, lo_open=False, hi_open=False, choices=None, factory=None):
     """A dataclass field with its help text and the range or choices `validate` enforces."""

@@ -3,7 +3,8 @@
 `pipeline.PruneRun` sets a run up (data, model, channel graph, budget, preflight checks) and drives its
 steps; `phases` holds the training phases (pretrain, regularize, cut, recover) and drives any pruning
 method through `methods.base.PruningMethod` only; `train` is the training loop; `checkpoint` and
-`rundir` keep a run resumable and its folder safe; `outputs` and `deploy` write, export and benchmark
+`rundir` (with `marker` and `folderlock`) keep a run resumable and its folder safe; `outputs` and `deploy`
+write, export and benchmark
 what the cut produced; `distributed` and `ranks` run all of it under torchrun.
 
 May import: everything below it (`methods`, `surgery`, `latency`, `exporters`, `bench`, `inputs`,

@@ -18,19 +18,13 @@ import signal
 from contextlib import contextmanager
 from collections.abc import Iterator
 
-from catalyst_deploy.errors import CatalystDeployError, UsageError
+from catalyst_deploy.errors import Interrupted, UsageError  # noqa: F401 (Interrupted re-exported)
 from catalyst_deploy.run.rundir import CHECKPOINTS, RunFolder
 
 CHECKPOINT = f"{CHECKPOINTS}/last.pt"
 # settings that do not change what a run computes: they may differ on --resume
 NOT_DECIDING = {"out", "overwrite", "resume", "threads", "workers", "checkpoint_every", "export", "bench",
                 "record_every"}
-
-
-class Interrupted(CatalystDeployError):
-    """SIGINT / SIGTERM: a checkpoint was saved; the message says how to continue."""
-
-    exit_code = 130
 
 
 def deciding_settings(config: dict) -> dict:
@@ -67,15 +61,21 @@ class Checkpointer:
         self.folder, self.config, self.enabled, self.world_size = folder, config, enabled, world_size
         self.hash = settings_hash(config)
         self.stop_requested: str | None = None
+        self.carried: dict = {}
+
+    def carry(self, **values) -> None:
+        """Put `values` into every later checkpoint (after the cut: the mask, which a resume needs to cut the
+        dense model again before it loads the pruned weights)."""
+        self.carried.update(values)
 
     def save(self, payload: dict) -> None:
-        import torch
+        from catalyst_deploy.atomic import torch_save_file
 
         if not self.enabled:
             return
-        payload = {**payload, "settings_hash": self.hash, "settings": deciding_settings(self.config),
+        payload = {**self.carried, **payload, "settings_hash": self.hash, "settings": deciding_settings(self.config),
                    "rng": rng_state(), "world_size": self.world_size}
-        self.folder.write_with(CHECKPOINT, lambda tmp: torch.save(payload, tmp))
+        self.folder.write_with(CHECKPOINT, lambda tmp: torch_save_file(payload, tmp, self.folder.file(CHECKPOINT)))
 
     def load(self) -> dict:
         """The checkpoint of the run being resumed; UsageError when it is missing, made with other settings or
@@ -106,7 +106,8 @@ class Checkpointer:
         if self.stop_requested:
             save()
             raise Interrupted(f"{self.stop_requested}: checkpoint saved; continue with "
-                              f"`catalyst-deploy prune ... --out {self.folder.path} --resume`")
+                              f"`catalyst-deploy prune ... --out {self.folder.path} --resume`",
+                              self.stop_requested if self.stop_requested.startswith("SIG") else "SIGINT")
 
     @contextmanager
     def watching_signals(self) -> Iterator[None]:

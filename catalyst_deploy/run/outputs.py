@@ -1,4 +1,5 @@
-"""What a prune run leaves in its folder, all written atomically and recorded in the run's marker:
+"""What a prune run leaves in its folder, all written atomically and recorded in the run's marker (the model's
+four files first: once they are written no failure removes them):
 
     pruned.pt          the pruned model (whole module; loads with the safe allowlist)
     pruned_state.pt    its state dict, and plan.json: rebuild without pickle (plan.rebuild_pruned)
@@ -19,6 +20,7 @@ import torch
 from catalyst_deploy.errors import UsageError
 
 MODEL_META = "model.json"
+MODEL_FILES = ("pruned.pt", "pruned_state.pt", "plan.json", MODEL_META)  # written first, never removed by a failure
 MAX_META_BYTES = 1 << 20
 MAX_INPUT_VALUES = 1 << 28  # values in one example input (e.g. 1,3,8192,8192 is 2e8)
 MAX_CLASSES = 1 << 20
@@ -33,14 +35,23 @@ def model_meta(report, info) -> dict:
 
 
 def write_outputs(s, plan: dict, report, folder, info) -> None:
+    """The trained model's files (MODEL_FILES), each atomic; once they are written, the files of a run this
+    one replaces (--overwrite) that it did not rewrite go."""
+    from catalyst_deploy.atomic import torch_save_file
     from catalyst_deploy.surgery.plan import save_plan
-    from catalyst_deploy.render.plots import bifurcation_png
 
     model = s.model.to("cpu").to(memory_format=torch.contiguous_format).eval()
-    folder.write_with("pruned.pt", lambda tmp: torch.save(model, tmp))
-    folder.write_with("pruned_state.pt", lambda tmp: torch.save(model.state_dict(), tmp))
+    for name, obj in (("pruned.pt", model), ("pruned_state.pt", model.state_dict())):
+        folder.write_with(name, lambda tmp: torch_save_file(obj, tmp, folder.file(name)))  # noqa: B023 (called at once)
     folder.write_with("plan.json", lambda tmp: save_plan(plan, tmp))
     folder.write_text(MODEL_META, json.dumps(model_meta(report, info), indent=1))
+    folder.drop_previous()
+
+
+def write_plot(report, folder) -> None:
+    """bifurcation.png: Catalyst's split, when the method is Catalyst."""
+    from catalyst_deploy.render.plots import bifurcation_png
+
     cat = report.catalyst
     if cat and cat.get("log_c_at_freeze"):
         folder.write_with("bifurcation.png", lambda tmp: bifurcation_png(cat["log_c_at_freeze"],
@@ -100,3 +111,12 @@ def _count(value, most: int) -> bool:
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0][:200] if text else type(err).__name__
+
+
+def kept_message(folder, failed: str) -> str:
+    """The one line of a run that failed after its model was written: what is kept, what failed, and how
+    to finish it."""
+    kept = [name for name in (*MODEL_FILES, "checkpoints/last.pt") if folder.file(name).is_file()]
+    return (f"{failed}; kept in {folder.path}: {', '.join(kept) or 'nothing'} (the trained model); "
+            f"finish the run with `catalyst-deploy prune ... --out {folder.path} --resume` (the same command, "
+            "plus --resume)")
