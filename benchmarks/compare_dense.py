@@ -86,14 +86,14 @@ def ablation_losses(model_path: Path, args, images: int = 2048) -> list[float]:
     return out
 
 
-def dense_models(args) -> dict[int, DenseModel]:
-    """compare.py's dense models by seed (trained and cached first when missing), on the training split
-    minus the held-out validation images."""
+def dense_models(args, widths: tuple[int, ...] = (32, 64, 128)) -> dict[int, DenseModel]:
+    """compare.py's dense small ResNets of `widths` by seed (trained and cached first when missing), on the
+    training split minus the held-out validation images."""
     from catalyst_deploy.inputs.data import load_dataset, make_loaders
 
     splits = load_dataset(args.data, val_size=5000, train_limit=2000 if args.quick else None,
                           test_limit=500 if args.quick else None)
-    recipe = DenseRecipe((32, 64, 128), 1.0 if args.quick else 10.0, 0.1, 0.9, 5e-4, 128, 8 if args.quick else None,
+    recipe = DenseRecipe(tuple(widths), 1.0 if args.quick else 10.0, 0.1, 0.9, 5e-4, 128, 8 if args.quick else None,
                          2000 if args.quick else None, args.data, val_size=5000)
     seeds = sorted(set(args.seeds) | {0})
     return {seed: cached_dense_model(recipe, seed, make_loaders(splits, 128, seed=seed), torch.device("cpu"),

@@ -51,8 +51,6 @@ def decide(method_name: str, model, loader, example, steps: int, setting: dict |
     from catalyst_deploy.surgery.graph import ChannelGraph
     from catalyst_deploy.surgery.macs import count_macs
     from catalyst_deploy.methods import make_method
-    from catalyst_deploy.methods.controller import CatalystController
-    from catalyst_deploy.run.phases import PhaseHooks
     from catalyst_deploy.run.train import PhaseSettings, train_phase
 
     selection = Path(__file__).with_name("selection.json")
@@ -64,14 +62,9 @@ def decide(method_name: str, model, loader, example, steps: int, setting: dict |
     budget = Budget(tuple(graph.sizes), graph.trial_macs, 0.5 * macs, None, 0.9)
     cfg = load_config("fashion-mnist", model="zoo:tiny_cnn", method=method_name, **chosen)
     method = make_method(cfg)
-    method.start(graph, budget)
-    controller = CatalystController(method, budget, macs, cfg.catalyst, steps, cfg.lr) if method_name == "catalyst" else None
+    method.start(graph, budget, steps)
+    used = 0
     if method_name != "l1":
-        train_phase(model, loader, torch.device("cpu"), PhaseSettings(steps, cfg.lr, schedule="constant" if controller else "cosine"),
-                    label=method_name, hooks=PhaseHooks(method, controller, 0), no_decay=method.no_decay_params(),
-                    lr_scales=getattr(method, "lr_scales", lambda: None)())
-    if controller is None:
-        return budget.select(method.priority())
-    if not controller.frozen:
-        controller.freeze(steps, forced=True)
-    return method.frozen.cpu()
+        used = train_phase(model, loader, torch.device("cpu"), PhaseSettings(steps, cfg.lr, schedule=method.schedule),
+                           label=method_name, hooks=method, overrides=method.param_overrides()).steps
+    return method.finish(used).mask

@@ -60,7 +60,7 @@ def record_of(report) -> dict:
            "acc_after_cut": acc["after_surgery"], "acc_final": acc["final"], "val_final": val.get("final"),
            "macs_ratio": round(report.macs.ratio, 4), "params_ratio": round(report.params.ratio, 4),
            "steps": report.steps, "seconds": report.seconds.get("total"), "pruned": report.channels["pruned"]}
-    cat = report.catalyst
+    cat = report.method
     if cat and cat.get("split"):
         sp = cat["split"]
         pruned = max(1, report.channels["removed"])

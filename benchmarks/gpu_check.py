@@ -1,9 +1,9 @@
 """Prepared GPU check for one H100/H200, under 8 minutes (issue "Export and real latency", item 5).
 
 1. fine-tuning throughput (images/s) of ResNet-50 on random data, AMP bf16, channels_last, SGD: plain,
-   and with Catalyst's gates attached and its per-step proximal update (`methods.catalyst`);
+   and with Catalyst's gates attached and its per-step proximal update (`methods.catalyst_gated`);
 2. ResNet-50 pruned to half its MACs on the CPU by the package's one pruning path (graph.ChannelGraph ->
-   allocation.Budget.select -> plan.apply_plan, L2 ranking), round_to 8 (`channel_multiple(needs_gpu=True)`);
+   allocation.Budget.select -> plan.apply_plan, L2 ranking), round_to 8 (`environment.channel_multiple(needs_gpu=True)`);
 3. GPU latency dense vs pruned at batch 1 and 64 through catalyst_deploy.bench: torch eager, torch CUDA
    graphs, ONNX Runtime CUDA (if onnxruntime-gpu is installed), TensorRT fp16 (if tensorrt imports);
 4. when tensorrt imports: `catalyst-deploy prune torchvision:resnet18 ... --export onnx,trt --bench` end to end
@@ -92,7 +92,7 @@ def training_throughput(args, with_catalyst: bool, warmup: int = 10) -> None:
     method = catalyst_method(model, x[:1], args.model) if with_catalyst else None
     # after the gates are attached: the optimizer must hold the gates, not the parameters they now own
     settings = PhaseSettings(1, 0.01, 0.9, 5e-4)
-    optimizer = (make_optimizer(model, settings, method.no_decay_params(), method.lr_scales()) if method
+    optimizer = (make_optimizer(model, settings, method.param_overrides()) if method
                  else make_optimizer(model, settings))
     for step in range(warmup + args.steps):
         if step == warmup:
@@ -106,7 +106,7 @@ def training_throughput(args, with_catalyst: bool, warmup: int = 10) -> None:
 
 
 def sgd_step(model, optimizer, x, y, method=None) -> None:
-    """One training step as the pipeline takes it: backward, before_step, SGD, after_step(lr)."""
+    """One training step as the pipeline takes it: backward, before_step, SGD, the penalty's update."""
     import torch
 
     with torch.autocast(x.device.type, dtype=torch.bfloat16):
@@ -117,13 +117,14 @@ def sgd_step(model, optimizer, x, y, method=None) -> None:
         method.before_step()
     optimizer.step()
     if method:
-        method.after_step(optimizer.param_groups[0]["lr"])
+        method.apply_penalty(optimizer.param_groups[0]["lr"])
 
 
 def catalyst_method(model, example, name: str):
     """Catalyst (`methods.make_method` with the default settings) started on `model`: its gates attached
     as parametrizations, at the controller's starting strength (no channel collapses in a few steps)."""
-    from catalyst_deploy.surgery.allocation import Budget, channel_multiple
+    from catalyst_deploy.bench.environment import channel_multiple
+    from catalyst_deploy.surgery.allocation import Budget
     from catalyst_deploy.config import load_config
     from catalyst_deploy.surgery.graph import ChannelGraph
     from catalyst_deploy.surgery.macs import count_macs
@@ -134,8 +135,7 @@ def catalyst_method(model, example, name: str):
     budget = Budget(tuple(graph.sizes), graph.trial_macs, cfg.target.macs(count_macs(model, example)[0]),
                     channel_multiple(needs_gpu=True), cfg.max_layer_ratio)
     method = make_method(cfg)
-    method.start(graph, budget)
-    method.set_lambda(cfg.catalyst.step0 / cfg.lr, 0)
+    method.start(graph, budget, steps=1)  # its controller sets the starting strength; no step reaches a check
     return method
 
 
@@ -160,7 +160,7 @@ def pruned_model(args):
     import torch
     import torchvision
 
-    from catalyst_deploy.surgery.allocation import channel_multiple
+    from catalyst_deploy.bench.environment import channel_multiple
     from catalyst_deploy.surgery.macs import count_macs
 
     torch.manual_seed(0)
@@ -292,7 +292,7 @@ def smoke_catalyst(args) -> None:
     x, y = torch.randn(2, 3, args.size, args.size), torch.randint(0, 1000, (2,))
     method = catalyst_method(model, x[:1], args.model)
     settings = PhaseSettings(1, 0.01, 0.9, 5e-4)
-    sgd_step(model, make_optimizer(model, settings, method.no_decay_params(), method.lr_scales()), x, y, method)
+    sgd_step(model, make_optimizer(model, settings, method.param_overrides()), x, y, method)
     record("catalyst", f"{method.graph.num_channels} gated channels, {method.steps} update(s)",
            f"{len(method.gates.attached)} gated parameters")
 

@@ -35,7 +35,8 @@ from pathlib import Path
 import torch
 import torchvision
 
-from catalyst_deploy.surgery.allocation import Budget, channel_multiple
+from catalyst_deploy.bench.environment import channel_multiple
+from catalyst_deploy.surgery.allocation import Budget
 from catalyst_deploy.bench.harness import time_interleaved
 from catalyst_deploy.latency.layers import group_latency_per_mac, group_weights, profile_conv_latency
 from catalyst_deploy.bench.stats import LatencyStats
@@ -179,7 +180,7 @@ def format_section(all_results: dict, args, seconds: float, loads: tuple, stairc
              f"in brackets); MACs target {args.target}",
              f"- load average before/after: {loads[0]:.2f} / {loads[1]:.2f} (other jobs share these 2 cores); "
              f"run took {seconds / 60:.1f} min",
-             f"- NCHWc staircase: {staircase}; `allocation.channel_multiple(needs_gpu=False)` = "
+             f"- NCHWc staircase: {staircase}; `environment.channel_multiple(needs_gpu=False)` = "
              f"{channel_multiple(needs_gpu=False)} here", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for model, (variants, results) in all_results.items():

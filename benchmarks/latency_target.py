@@ -109,7 +109,7 @@ def parse_args():
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads of the runs")
     parser.add_argument("--size", type=int, default=224, help="input height and width")
     parser.add_argument("--round-to", type=int, default=None,
-                        help="channel multiple (default: the backend's block, allocation.channel_multiple)")
+                        help="channel multiple (default: the backend's block, bench.environment.channel_multiple)")
     parser.add_argument("--test-limit", type=int, default=64, help="test images evaluated per stage")
     parser.add_argument("--repeats", type=int, default=3,
                         help="independent runs per model (the timing is noisy: each repeat searches and prunes anew)")

@@ -65,7 +65,7 @@ class FixedSet(PruningMethod):
 def main(argv=None) -> int:
     import torch
 
-    from catalyst_deploy.methods import METHODS, MethodSpec
+    from catalyst_deploy.method_table import METHODS, MethodSpec
     from compare import BUDGETS, parse
     from compare_dense import dense_models
     from compare_runs import run_cached

@@ -98,7 +98,7 @@ def bench_overhead(name: str = "resnet50", batch: int = 8, size: int = 224, step
         t_plain = train_step(plain, plain_opt, x, y)
         t_gated = train_step(gated, gated_opt, x, y, method)
         start = time.perf_counter()
-        method.after_step(gated_opt.param_groups[0]["lr"])
+        method.apply_penalty(gated_opt.param_groups[0]["lr"])
         t_update = time.perf_counter() - start
         if i:  # the first step warms up allocators and caches
             for key, value in zip(times, (t_plain, t_gated, t_update)):
@@ -108,7 +108,7 @@ def bench_overhead(name: str = "resnet50", batch: int = 8, size: int = 224, step
 
 def overhead_models(name: str, batch: int, size: int):
     """(plain model, gated copy, started Catalyst method, x, y): the same random-init torchvision model twice,
-    the copy with gates attached by `CatalystRegularizer.start` on the pipeline's graph and budget."""
+    the copy with gates attached by `GatedCatalyst.start` on the pipeline's graph and budget."""
     import copy
 
     import torchvision
@@ -128,10 +128,9 @@ def overhead_models(name: str, batch: int, size: int):
     budget = Budget(tuple(graph.sizes), graph.trial_macs, cfg.target.macs(count_macs(gated, x[:1])[0]), cfg.round_to,
                     cfg.max_layer_ratio)
     method = make_method(cfg)
-    method.start(graph, budget)
-    # the controller's starting strength: small enough that no channel collapses during the measurement,
-    # and the update's cost does not depend on it
-    method.set_lambda(cfg.catalyst.step0 / cfg.lr, 0)
+    # its controller starts at its initial strength: small enough that no channel collapses during the
+    # measurement, and the update's cost does not depend on it
+    method.start(graph, budget, steps=1)
     return plain.train(), gated.train(), method, x, y
 
 
@@ -142,7 +141,7 @@ def sgd_for(model, method=None) -> torch.optim.SGD:
     settings = PhaseSettings(1, 0.01, 0.9, 5e-4)
     if method is None:
         return make_optimizer(model, settings)
-    return make_optimizer(model, settings, method.no_decay_params(), method.lr_scales())
+    return make_optimizer(model, settings, method.param_overrides())
 
 
 def train_step(model, optimizer, x, y, method=None) -> float:
@@ -167,7 +166,7 @@ def overhead_section(name: str, batch: int, size: int, steps: int, method, med: 
         f"{method.graph.num_channels} gated channels in {len(method.graph.groups)} groups, "
         f"{len(method.gates.attached)} gated parameters. Median of {steps} steps, the plain and the gated model "
         f"stepped in turn in one process; {torch.get_num_threads()} torch threads.", "",
-        "| plain step (fwd+bwd+SGD) | step with gates attached | `after_step` update | gates' share | "
+        "| plain step (fwd+bwd+SGD) | step with gates attached | `apply_penalty` update | gates' share | "
         "update's share | total overhead |", "|---|---|---|---|---|---|",
         f"| {1e3 * plain:.0f} ms | {1e3 * gated:.0f} ms | {1e3 * update:.1f} ms "
         f"| {100 * gates:+.2f}% | {100 * update / plain:.2f}% | **{100 * total:+.2f}%** (target < 5%) |",

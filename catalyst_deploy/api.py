@@ -11,10 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from collections.abc import Callable
 
+from catalyst_deploy.bench.harness import BenchOptions  # noqa: F401 (what `bench` takes, re-exported)
 from catalyst_deploy.config import PruneConfig, load_config  # noqa: F401 (re-exported for callers)
+from catalyst_deploy.exporters import ExportOptions  # noqa: F401 (what `export` takes, re-exported)
 from catalyst_deploy.errors import CatalystDeployError, PartialFailure, UsageError  # noqa: F401 (PartialFailure re-exported)
 
 DEFAULT_PRUNE_OUT = "runs/prune"
+DEFAULT_DEMO_OUT = "runs/demo"
 
 
 def prune(cfg: PruneConfig, progress: Callable | None = None, log: Callable[[str], None] = print, _group_weight=None):
@@ -34,7 +37,7 @@ def prune(cfg: PruneConfig, progress: Callable | None = None, log: Callable[[str
 
     out = cfg.out if cfg.out is not None else next_free_folder(DEFAULT_PRUNE_OUT)
     if cfg.target_latency is not None:
-        from catalyst_deploy.latency.loop import prune_to_latency
+        from catalyst_deploy.run.latency_loop import prune_to_latency
 
         return prune_to_latency(cfg, out, progress, log, prune)
     run = PruneRun(cfg, progress=progress, log=log, group_weight=_group_weight)
@@ -57,6 +60,21 @@ def prune(cfg: PruneConfig, progress: Callable | None = None, log: Callable[[str
     return report
 
 
+def demo_config(out: str | None = None, **overrides) -> PruneConfig:
+    """The built-in demo's settings (recipes/demo.yaml) with `overrides`, writing to `out` (by default
+    runs/demo, or runs/demo-N when that is taken)."""
+    from catalyst_deploy.run.rundir import next_free_folder
+
+    return load_config("demo", out=out or next_free_folder(DEFAULT_DEMO_OUT), **overrides)
+
+
+def is_main_process() -> bool:
+    """False on the ranks other than 0 under torchrun, which print nothing (rank 0 speaks for the run)."""
+    from catalyst_deploy.run.ranks import is_main
+
+    return is_main()
+
+
 def export(model, fmt: str, out: str | Path, *, input_shape: tuple[int, ...] | None = None, example=None,
            options=None, calib_data: str | None = None, calib_loader=None, plan: dict | None = None,
            trust_pickle: bool = False, overwrite: bool = False, metadata: dict | None = None):
@@ -75,7 +93,7 @@ def export(model, fmt: str, out: str | Path, *, input_shape: tuple[int, ...] | N
     Raises UsageError (bad format/option/shape, missing file, `out` taken), MissingDependency,
     ExportValidationError.
     """
-    from catalyst_deploy.exporters import ExportOptions, export_model, output_paths
+    from catalyst_deploy.exporters import export_model, output_paths
     from catalyst_deploy.run.outputs import read_model_meta
 
     model = _run_folder_model(model)
@@ -128,7 +146,7 @@ def bench(pruned, baseline=None, options=None, out_dir: str | Path | None = None
     writes bench.json, bench.md and latency.png there. Returns the `BenchReport`; a backend that fails is
     reported in its rows. Raises UsageError for a missing file, an unknown backend or a taken `out_dir`.
     """
-    from catalyst_deploy.bench.harness import BenchOptions, run_benchmark
+    from catalyst_deploy.bench.harness import run_benchmark
     from catalyst_deploy.bench.report import write_bench_files
     from catalyst_deploy.run.rundir import claim_run_folder
 

@@ -1,4 +1,6 @@
 """The `catalyst-deploy` command line: thin Typer commands that parse, call `catalyst_deploy.api`, print.
+The interface layer: it imports `api`, `render` (printing) and the settings layer (parsing, help text) only
+(docs/architecture.md).
 
 Nothing heavy (torch, onnxruntime, tensorrt) is imported at module level, so `--help` stays fast. Every
 command runs inside one error boundary (`main`): expected failures print one line (exit 1: the job
@@ -9,10 +11,9 @@ from __future__ import annotations
 
 import typer
 
-from catalyst_deploy.bench.backends import backend_help
 from catalyst_deploy.config import BenchSettings, PruneConfig, default_text
-from catalyst_deploy.formats import format_help
-from catalyst_deploy.methods import method_help
+from catalyst_deploy.formats import backend_help, format_help
+from catalyst_deploy.method_table import method_help
 
 app = typer.Typer(help="Prune PyTorch models with the Catalyst regularizer, export them, and benchmark dense vs "
                        "pruned.", no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
@@ -103,10 +104,8 @@ def demo(
     package) pruned to half its FLOPs with Catalyst, exported to ONNX, and timed against the dense model on
     ONNX Runtime. No downloads, no GPU; a few minutes on 2 CPU cores."""
     from catalyst_deploy import api
-    from catalyst_deploy.run.rundir import next_free_folder
 
-    cfg = api.load_config("demo", out=out or next_free_folder("runs/demo"), steps_per_epoch=steps_per_epoch,
-                          overwrite=overwrite or None)
+    cfg = api.demo_config(out, steps_per_epoch=steps_per_epoch, overwrite=overwrite or None)
     _run_prune(cfg, as_json)
 
 
@@ -115,13 +114,12 @@ def _run_prune(cfg, as_json: bool) -> None:
     from catalyst_deploy.render.progress import phase_progress
     from catalyst_deploy.render.prune import print_summary
 
-    with phase_progress(enabled=not as_json) as progress:
+    main = api.is_main_process()  # under torchrun every rank runs this: one set of bars, one summary
+    with phase_progress(enabled=not as_json and main) as progress:
         report = api.prune(cfg, progress=progress, log=(lambda _m: None) if as_json else typer.echo)
-    from catalyst_deploy.run.ranks import is_main
-
     if as_json:
         typer.echo(report.to_json())
-    elif is_main():  # under torchrun every rank returns the report; one summary is enough
+    elif main:
         print_summary(report)
 
 
@@ -142,14 +140,12 @@ def export(
     as_json: bool = AS_JSON,
 ) -> None:
     """Export a model to ONNX, a TensorRT engine or a torch file, checked against PyTorch on the same input."""
-    from catalyst_deploy.config import parse_int_tuple
-    from catalyst_deploy.exporters import ExportOptions
-
-    options = ExportOptions(opset=opset, precision=precision, max_batch=max_batch, atol=atol, exporter=exporter)
-    options.for_format(fmt)  # usage errors first: importing api loads torch
-    shape = parse_int_tuple(input_shape, "--input-shape", length=4)
     from catalyst_deploy import api
+    from catalyst_deploy.config import parse_int_tuple
 
+    options = api.ExportOptions(opset=opset, precision=precision, max_batch=max_batch, atol=atol, exporter=exporter)
+    options.for_format(fmt)  # usage errors first: exporting loads torch
+    shape = parse_int_tuple(input_shape, "--input-shape", length=4)
     result = api.export(model, fmt, out, input_shape=shape, options=options, calib_data=data,
                         trust_pickle=trust_pickle, overwrite=overwrite)
     if as_json:
@@ -179,15 +175,13 @@ def bench(
 
     Exit code 1 when the pruned model could not be measured anywhere; failed backends are reported in
     their rows."""
-    from catalyst_deploy.bench.harness import BenchOptions
+    from catalyst_deploy import api
     from catalyst_deploy.config import parse_int_tuple
 
     given = dict(backends=tuple(backend.split(",")) if backend else None, batches=parse_int_tuple(batch, "--batch"),
                  input_shape=parse_int_tuple(input_shape, "--input-shape"), threads=threads, min_time_s=min_time,
                  min_runs=min_runs, precision=precision, trust_pickle=trust_pickle)
-    options = BenchOptions(**{key: value for key, value in given.items() if value is not None})
-    from catalyst_deploy import api  # after the usage checks: it loads torch
-
+    options = api.BenchOptions(**{key: value for key, value in given.items() if value is not None})
     report = api.bench(model, baseline, options, out_dir=out, progress=None if as_json else typer.echo,
                        overwrite=overwrite)
     if as_json:

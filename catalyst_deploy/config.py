@@ -9,7 +9,7 @@ three. Importing this module loads no torch.
 
 from __future__ import annotations
 
-import re
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,15 +17,43 @@ from typing import Any
 from catalyst_deploy.errors import UsageError, did_you_mean
 from catalyst_deploy.settings import (MAX_BENCH_BATCH, MAX_BENCH_RUNS, MAX_BENCH_SECONDS, build,
                                       default_text as _default_text, setting, shown)
+from catalyst_deploy.targets import FlopsTarget, parse_flops_target, parse_latency_target
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
-_UNITS = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
 
 
 @dataclass(frozen=True)
 class CatalystSettings:
-    """Knobs of Catalyst's schedule (docs/method.md says what each does and why it has its value). Step sizes
-    are proximal steps per optimizer step (eta*lambda at the base learning rate)."""
+    """Knobs of Catalyst in the paper's form (`--method catalyst`; docs/method.md says what each does and why it
+    has its value). Its two ramps are given by what they add up to by the deadline, so the schedule adapts to
+    the length of the phase."""
+
+    placement: str = setting("bn", "what F is: 'bn' (each channel's BatchNorm scale and shift) or 'group' (every "
+                                   "producer slice of the coupled group)", choices=("bn", "group"))
+    bypass: str = setting("none", "the catalyst's term in the forward pass: 'minus' or 'plus' (its sign: how the "
+                                  "task gradient reaches delta) or 'none' (no task gradient to delta)",
+                          choices=("minus", "plus", "none"))
+    precondition: bool = setting(True, "scale the task gradient of F and delta by their size, so that a channel's "
+                                       "magnitude does not change its dynamics (docs/method.md)")
+    strength: float = setting(4.0, "sum of the proximal steps eta*lambda by the deadline", lo=0.0, lo_open=True)
+    step_cap: float = setting(0.01, "largest proximal step eta*lambda (a short phase ends with the split as far as "
+                                    "it got)", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+    pressure: float = setting(0.02, "sum of the relative decay of F by the deadline (tips undefended channels "
+                                    "to c > 1)", lo=0.0)
+    c_hi: float = setting(1e3, "freeze once the channels at c >= c_hi (F about 0) cover the target", lo=1.0,
+                          lo_open=True)
+    check_every: int = setting(10, "optimizer steps between two looks at the channels", lo=1)
+    deadline: float = setting(0.8, "freeze at the latest after this share of the regularized phase", lo=0.0,
+                              hi=1.0, lo_open=True)
+    cost_aware: bool = setting(True, "weigh each channel's penalty by the MACs its removal saves")
+    freeze_step: float = setting(0.05, "proximal step that drives the frozen prune set to zero", lo=0.0, hi=1.0,
+                                 lo_open=True, hi_open=True)
+
+
+@dataclass(frozen=True)
+class GatedCatalystSettings:
+    """Knobs of the gated Catalyst (`--method catalyst-gated`; docs/method.md). Step sizes are proximal steps per
+    optimizer step (eta*lambda at the base learning rate)."""
 
     c0: float = setting(1.05, "c = d/|s| of every channel at the start (> 1: each must be defended)", lo=1.0)
     step0: float = setting(0.002, "initial proximal step eta*lambda", lo=0.0, lo_open=True)
@@ -117,6 +145,8 @@ class PruneConfig:
     latency_backend: str = setting("ort-cpu", "backend on which --target-latency is measured")
     record_every: int = setting(0, "keep c of every channel every N steps (0: never)", lo=0)
     catalyst: CatalystSettings = setting(None, "Catalyst's schedule", factory=CatalystSettings)
+    catalyst_gated: GatedCatalystSettings = setting(None, "the gated Catalyst's schedule",
+                                                    factory=GatedCatalystSettings)
     export: ExportSettings = setting(None, "export after the cut", factory=ExportSettings)
     bench: BenchSettings = setting(None, "benchmark after the export", factory=BenchSettings)
 
@@ -125,41 +155,10 @@ class PruneConfig:
         return parse_flops_target(self.target_flops)
 
 
-SECTIONS = {"catalyst": CatalystSettings, "export": ExportSettings, "bench": BenchSettings}
-SECTION_EXAMPLES = {"catalyst": ("c0",), "export": ("formats",), "bench": ("batches",)}
+SECTIONS = {"catalyst": CatalystSettings, "catalyst_gated": GatedCatalystSettings, "export": ExportSettings,
+            "bench": BenchSettings}
 # flat names the CLI uses for settings that live in a section
 FLAT_ALIASES = {"bench_batches": ("bench", "batches"), "export_formats": ("export", "formats")}
-
-
-@dataclass(frozen=True)
-class FlopsTarget:
-    """Either a share of the dense MACs (0 < fraction < 1) or an absolute MAC budget."""
-
-    fraction: float | None = None
-    absolute: float | None = None
-
-    def macs(self, dense_macs: int) -> float:
-        return self.fraction * dense_macs if self.fraction is not None else float(self.absolute)
-
-    def __str__(self) -> str:
-        return f"{self.fraction:g}" if self.fraction is not None else f"{self.absolute / 1e9:g}G MACs"
-
-
-def parse_flops_target(text: str | float) -> FlopsTarget:
-    """'0.5' -> half the dense MACs; '2.0G' / '350M' -> an absolute MAC budget. UsageError otherwise."""
-    s = str(text).strip()
-    m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([KMGT]?)", s, flags=re.IGNORECASE)
-    if not m:
-        raise UsageError(f"--target-flops {s!r} is not a number: use a share such as 0.5 or a MAC budget such as 2.0G")
-    value, unit = float(m.group(1)), m.group(2).upper()
-    if unit:
-        if value <= 0:
-            raise UsageError(f"--target-flops {s!r} must be a positive budget")
-        return FlopsTarget(absolute=value * _UNITS[unit])
-    if not 0 < value < 1:
-        raise UsageError(f"--target-flops {s!r} must be a share strictly between 0 and 1 (e.g. 0.5), "
-                         "or an absolute MAC budget with a unit (e.g. 2.0G)")
-    return FlopsTarget(fraction=value)
 
 
 def parse_int_tuple(text, option: str, length: int | None = None) -> tuple[int, ...] | None:
@@ -209,7 +208,7 @@ def load_config(recipe: str | None = None, **overrides: Any) -> PruneConfig:
         section = values.pop(name, None)
         if section is not None and not isinstance(section, dict):
             raise UsageError(f"recipe setting {name!r} must be a mapping of its own settings (e.g. {name}: "
-                             f"{{{next(iter(SECTION_EXAMPLES[name]))}: ...}}), got {shown(section)}")
+                             f"{{{dataclasses.fields(SECTIONS[name])[0].name}: ...}}), got {shown(section)}")
         sections[name] = dict(section or {})
     for key, value in list(given.items()):
         if key in FLAT_ALIASES:
@@ -232,9 +231,8 @@ def load_config(recipe: str | None = None, **overrides: Any) -> PruneConfig:
 
 def _check_names(cfg: PruneConfig) -> None:
     """The settings that name things: target, method, formats, backend, shape (all without torch)."""
-    from catalyst_deploy.bench.backends import get_backend
-    from catalyst_deploy.formats import get_format
-    from catalyst_deploy.methods import get_method
+    from catalyst_deploy.formats import get_backend, get_format
+    from catalyst_deploy.method_table import get_method
 
     parse_flops_target(cfg.target_flops)
     get_method(cfg.method)
@@ -243,8 +241,6 @@ def _check_names(cfg: PruneConfig) -> None:
     if cfg.latency_aware:
         get_backend(cfg.latency_aware)
     if cfg.target_latency is not None:
-        from catalyst_deploy.latency.target import parse_latency_target
-
         parse_latency_target(cfg.target_latency)
         get_backend(cfg.latency_backend)
     if cfg.input_shape is not None and len(cfg.input_shape) != 4:

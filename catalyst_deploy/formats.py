@@ -1,8 +1,10 @@
-"""The one table of formats: what each export format is, how it is written and checked, and which
-benchmark backends run it. Export (`--export`, `export --format`), `env`, `bench` and the README's format
-table all read it; `catalyst_deploy.bench.backends.BACKENDS` names each backend's format by this table.
+"""The tables of export formats and benchmark backends: what each format is, how it is written and checked,
+and which backends run it; what each backend is and which format it runs. Export (`--export`, `export
+--format`), `env`, `bench`, the settings' validation and the README's format table all read them; how a
+backend loads and times a model is `catalyst_deploy.bench.backends`'s.
 
     get_format("onnx").backends      # ('ort-cpu', 'ort-cuda', 'ort-trt')
+    get_backend("ort-cpu").runs      # 'onnx'
 
 Importing this module is cheap: the exporters and validators are named by "module:function" and imported
 only when used.
@@ -76,6 +78,43 @@ def formats_markdown() -> str:
         needs = ", ".join(x for x in ("a CUDA GPU" if row.needs_gpu else "", f"`.[{row.extra}]`" if row.extra else "") if x)
         lines.append(f"| `{row.name}` | `{row.suffix}` | {row.summary} | {', '.join(row.backends)} | {needs or '-'} |")
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """One row of the backend table. `runs` names the format it executes (a row of `formats.FORMATS`)."""
+
+    name: str
+    runs: str
+    needs_gpu: bool
+    extra: str | None
+    summary: str
+    ort_provider: str | None = None
+
+
+BACKENDS: dict[str, BackendSpec] = {spec.name: spec for spec in (
+    BackendSpec("ort-cpu", "onnx", False, None, "ONNX Runtime, CPU execution provider", "CPUExecutionProvider"),
+    BackendSpec("ort-cuda", "onnx", True, None, "ONNX Runtime, CUDA execution provider (onnxruntime-gpu)",
+                "CUDAExecutionProvider"),
+    BackendSpec("ort-trt", "onnx", True, None, "ONNX Runtime, TensorRT execution provider (onnxruntime-gpu)",
+                "TensorrtExecutionProvider"),
+    BackendSpec("trt", "trt", True, "tensorrt", "native TensorRT engine (built per batch from ONNX if needed)"),
+    BackendSpec("torch", "torch", False, None, "PyTorch eager (CUDA when available, else CPU)"),
+    BackendSpec("torch-cudagraph", "torch", True, None, "PyTorch, the forward pass replayed as one CUDA graph"),
+)}
+
+
+def get_backend(name: str) -> BackendSpec:
+    """The registry row for `name`; UsageError with the closest name when there is none."""
+    if name not in BACKENDS:
+        raise UsageError(f"unknown benchmark backend {name!r}{did_you_mean(name, BACKENDS)}: "
+                         f"expected one of {', '.join(BACKENDS)}")
+    return BACKENDS[name]
+
+
+def backend_help() -> str:
+    """One entry per backend for `--help`, generated from the registry."""
+    return "; ".join(f"{s.name}: {s.summary}" + (", needs a CUDA GPU" if s.needs_gpu else "") for s in BACKENDS.values())
 
 
 def load_entry(entry: str):

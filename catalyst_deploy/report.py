@@ -1,6 +1,6 @@
 """What a `prune` run returns and writes to report.json: a typed, versioned record (schema below).
 
-report.json (schema "catalyst-deploy/prune-report/1"; keys are stable, null where not applicable):
+report.json (schema "catalyst-deploy/prune-report/2"; keys are stable, null where not applicable):
 
     schema, created_utc, out, device, input_shape
     config          every setting of the run (config.PruneConfig as JSON)
@@ -11,7 +11,9 @@ report.json (schema "catalyst-deploy/prune-report/1"; keys are stable, null wher
                     pruned first, as the method ranked them when it decided]}
     steps           optimizer steps per phase: {pretrain, regularize, recover}
     seconds         wall time per phase and in total
-    catalyst        the split at the freeze (margin, decided share, ...), lambda and controller traces
+    method          the pruning method's own record of its phase (`PruningMethod.report`; null when it keeps
+                    none). Catalyst: the split at the freeze (margin, decided share, ...), lambda and controller
+                    traces, log c of every channel at the freeze
     latency_aware   the group weights when --latency-aware was given
     exports         per format: {path, max_abs_diff, atol} or {error}
     latency         bench.json's ratios of the exported files, dense against pruned
@@ -25,7 +27,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SCHEMA = "catalyst-deploy/prune-report/1"
+SCHEMA = "catalyst-deploy/prune-report/2"  # /1 named `method` "catalyst" (read back as `method`)
 ACCURACY_KEYS = ("dense", "after_regularization", "after_surgery", "final")
 
 
@@ -55,7 +57,7 @@ class PruneReport:
     channels: dict = field(default_factory=dict)
     steps: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
-    catalyst: dict | None = None
+    method: dict | None = None
     latency_aware: dict | None = None
     exports: dict[str, dict] = field(default_factory=dict)
     latency: dict | None = None
@@ -75,7 +77,9 @@ class PruneReport:
 
     @classmethod
     def from_dict(cls, data: dict) -> PruneReport:
-        """A report read back from report.json (unknown keys ignored)."""
+        """A report read back from report.json (unknown keys ignored; a /1 report's "catalyst" is `method`)."""
+        if "catalyst" in data and "method" not in data:
+            data = {**data, "method": data["catalyst"]}
         fields = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in fields}
         for key in ("macs", "params"):

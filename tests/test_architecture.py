@@ -1,5 +1,5 @@
-"""The shape of the codebase (docs/architecture.md): short modules, no import cycles, a light settings layer,
-and a README layout table and format table that match the tree."""
+"""The shape of the codebase (docs/architecture.md): short modules, no import cycles, no import against the
+layer order, a light settings layer, and a README layout table and format table that match the tree."""
 
 from __future__ import annotations
 
@@ -21,7 +21,12 @@ def module_name(path: Path) -> str:
 
 def imports_of(path: Path, known: set[str]) -> set[str]:
     """Package modules `path` imports anywhere (functions included), leaving out `if TYPE_CHECKING:` blocks."""
-    tree = ast.parse(path.read_text())
+    return imports_in(path.read_text(), known) - {module_name(path)}
+
+
+def imports_in(source: str, known: set[str]) -> set[str]:
+    """The modules of `known` that `source` imports anywhere, leaving out `if TYPE_CHECKING:` blocks."""
+    tree = ast.parse(source)
     skip = {id(node) for block in ast.walk(tree) if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
             for node in ast.walk(block)}
     found = set()
@@ -31,10 +36,11 @@ def imports_of(path: Path, known: set[str]) -> set[str]:
         names = []
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module:
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"a relative import ({ast.unparse(node)}): the checks below only see absolute ones"
             names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
         found |= {name for name in names if name in known}
-    return found - {module_name(path)}
+    return found
 
 
 def import_graph() -> dict[str, set[str]]:
@@ -73,6 +79,85 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         if v not in index:
             visit(v)
     return out
+
+
+# The layers, top to bottom, as docs/architecture.md draws them: (layer, its top-level modules and folders of
+# the package ("" is the package itself), the only lower layers it may import or None for every one). A module
+# imports modules of its own layer and of the layers below it, never above; the interface reaches the rest
+# through `api` (what it prints comes from `render`, what it parses from the settings layer).
+LAYERS = (
+    ("interface", ("cli", "__main__"), {"api", "render", "settings", "base"}),
+    ("api", ("api",), None),
+    ("run", ("run",), None),
+    ("latency", ("latency",), None),
+    ("methods", ("methods",), None),
+    ("bench", ("bench",), None),
+    ("exporters", ("exporters",), None),
+    ("surgery", ("surgery",), None),
+    ("inputs", ("inputs",), None),
+    ("render", ("render",), None),
+    ("settings", ("config", "settings", "formats", "method_table", "targets", "report"), None),
+    ("base", ("errors", "atomic", ""), None),
+)
+
+
+def layer_of(module: str) -> int:
+    """Index in LAYERS (0 = top) of a package module."""
+    parts = module.split(".")
+    top = parts[1] if len(parts) > 1 else ""
+    for index, (_, members, _) in enumerate(LAYERS):
+        if top in members:
+            return index
+    raise AssertionError(f"{module} is in no layer: add its folder or module to LAYERS and docs/architecture.md")
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    """One line per import against LAYERS."""
+    found = []
+    for module, imported in graph.items():
+        here = layer_of(module)
+        name, _, reaches = LAYERS[here]
+        for other in sorted(imported):
+            there = layer_of(other)
+            if there < here:
+                found.append(f"{module} imports {other}: layer {LAYERS[there][0]} is above {name}")
+            elif reaches is not None and there != here and LAYERS[there][0] not in reaches:
+                found.append(f"{module} imports {other}: {name} imports only {', '.join(sorted(reaches))}")
+    return sorted(found)
+
+
+def test_no_module_imports_a_higher_layer():
+    graph = import_graph()
+    assert len(graph) > 60 and all(graph[m] for m in ("catalyst_deploy.cli", "catalyst_deploy.run.phases"))
+    assert not layer_violations(graph), "\n".join(layer_violations(graph))
+
+
+def test_the_layer_check_catches_planted_violations():
+    graph = import_graph()
+
+    def planted(module: str, imported: str) -> list[str]:
+        return layer_violations({**graph, module: graph[module] | {imported}})
+
+    assert planted("catalyst_deploy.surgery.graph", "catalyst_deploy.methods.catalyst") == [
+        "catalyst_deploy.surgery.graph imports catalyst_deploy.methods.catalyst: layer methods is above surgery"]
+    assert planted("catalyst_deploy.config", "catalyst_deploy.bench.backends") == [
+        "catalyst_deploy.config imports catalyst_deploy.bench.backends: layer bench is above settings"]
+    assert planted("catalyst_deploy.cli", "catalyst_deploy.run.rundir") == [
+        "catalyst_deploy.cli imports catalyst_deploy.run.rundir: interface imports only api, base, render, settings"]
+    assert planted("catalyst_deploy.run.phases", "catalyst_deploy.run.train") == []  # its own layer
+    assert planted("catalyst_deploy.run.phases", "catalyst_deploy.errors") == []  # a lower one
+
+
+def test_imports_inside_functions_count_and_type_checking_blocks_do_not():
+    source = """
+from typing import TYPE_CHECKING
+if TYPE_CHECKING:
+    from catalyst_deploy.run.train import PhaseState
+def later():
+    from catalyst_deploy.bench import harness
+"""
+    known = {"catalyst_deploy.run.train", "catalyst_deploy.bench", "catalyst_deploy.bench.harness"}
+    assert imports_in(source, known) == {"catalyst_deploy.bench", "catalyst_deploy.bench.harness"}
 
 
 def test_no_module_is_over_300_lines():

@@ -138,7 +138,8 @@ def test_bench_json_schema_is_stable_and_files_are_written(onnx_pair, tmp_path):
 
 # ---- latency-aware pruning inputs ----------------------------------------------------------------
 def test_layer_latency_profile_matches_every_conv_and_drives_the_cut():
-    from catalyst_deploy.surgery.allocation import Budget, channel_multiple
+    from catalyst_deploy.bench.environment import channel_multiple
+    from catalyst_deploy.surgery.allocation import Budget
     from catalyst_deploy.latency.layers import (conv_shapes, group_latency_per_mac, group_weights,
                                                      profile_conv_latency)
     from catalyst_deploy.surgery.graph import ChannelGraph, channel_norms

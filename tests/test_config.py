@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from catalyst_deploy.config import PruneConfig, load_config, parse_flops_target, parse_int_tuple
+from catalyst_deploy.config import PruneConfig, load_config, parse_int_tuple
+from catalyst_deploy.targets import parse_flops_target
 from catalyst_deploy.errors import UsageError
 
 
@@ -29,11 +30,11 @@ def test_shape_parsing():
 
 
 def test_recipe_then_overrides():
-    cfg = load_config("demo", out="x", reg_epochs=1, catalyst={"c0": 1.2}, export="onnx", bench_batches="1,4")
+    cfg = load_config("demo", out="x", reg_epochs=1, catalyst_gated={"c0": 1.2}, export="onnx", bench_batches="1,4")
     assert isinstance(cfg, PruneConfig)
     assert cfg.data == "demo"
-    assert cfg.reg_epochs == 1 and cfg.catalyst.c0 == 1.2
-    assert cfg.catalyst.check_every == 5  # untouched settings keep their defaults
+    assert cfg.reg_epochs == 1 and cfg.catalyst_gated.c0 == 1.2
+    assert cfg.catalyst_gated.check_every == 5  # untouched settings keep their defaults
     assert cfg.export.formats == ("onnx",) and cfg.bench.batches == (1, 4)
 
 
@@ -41,7 +42,7 @@ def test_unknown_settings_get_suggestions():
     with pytest.raises(UsageError, match="did you mean 'reg_epochs'"):
         load_config("demo", reg_epoch=1)
     with pytest.raises(UsageError, match="did you mean 'c0'"):
-        load_config("demo", catalyst={"c00": 2})
+        load_config("demo", catalyst_gated={"c00": 2})
     with pytest.raises(UsageError, match="not found"):
         load_config("no-such-recipe")
 
@@ -49,7 +50,8 @@ def test_unknown_settings_get_suggestions():
 @pytest.mark.parametrize("override, message", [
     (dict(lr="nan"), "finite"), (dict(lr=float("inf")), "finite"), (dict(lr=-0.1), "> 0"),
     (dict(batch_size="many"), "integer"), (dict(batch_size=2.5), "integer"), (dict(reg_epochs=True), "number"),
-    (dict(max_layer_ratio=1.0), "< 1"), (dict(catalyst={"c0": 0.9}), ">= 1"), (dict(catalyst={"deadline": 0}), "> 0"),
+    (dict(max_layer_ratio=1.0), "< 1"), (dict(catalyst_gated={"c0": 0.9}), ">= 1"), (dict(catalyst={"deadline": 0}), "> 0"),
+    (dict(catalyst={"placement": "conv"}), "one of"), (dict(catalyst={"c_hi": 1.0}), "> 1"),
     (dict(bench={"batches": "1,x"}), "integer"), (dict(export={"precision": "fp8"}), "one of"),
     (dict(catalyst="fast"), "mapping"),
 ])

@@ -8,7 +8,8 @@ import pytest
 
 from catalyst_deploy import api
 from catalyst_deploy.errors import PartialFailure, UsageError
-from catalyst_deploy.latency.target import CLIFF, TOLERANCE, LatencyTarget, find_share, parse_latency_target
+from catalyst_deploy.latency.target import CLIFF, TOLERANCE, find_share
+from catalyst_deploy.targets import LatencyTarget, parse_latency_target
 
 
 @pytest.mark.parametrize("text, expected", [("0.6x", LatencyTarget(ratio=0.6)), (" 0.45X@8 ", LatencyTarget(ratio=0.45, batch=8)),

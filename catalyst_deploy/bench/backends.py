@@ -1,4 +1,4 @@
-"""Benchmark backends behind one table (each names the format it runs, `formats.FORMATS`).
+"""Benchmark backends: how each row of the backend table (`formats.BACKENDS`) loads and runs a model.
 
 A backend turns a ModelArtifact into a loaded model whose `prepare(batch)` returns a zero-argument
 callable: one complete, synchronous inference on a fixed random batch. The harness times those calls.
@@ -13,49 +13,12 @@ What is timed, per backend:
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Callable, Sequence
 
 from catalyst_deploy.bench.artifacts import ModelArtifact, engine_for, module_for, onnx_for
-from catalyst_deploy.errors import CatalystDeployError, UsageError, did_you_mean
-
-
-@dataclass(frozen=True)
-class BackendSpec:
-    """One row of the backend table. `runs` names the format it executes (a row of `formats.FORMATS`)."""
-
-    name: str
-    runs: str
-    needs_gpu: bool
-    extra: str | None
-    summary: str
-    ort_provider: str | None = None
-
-
-BACKENDS: dict[str, BackendSpec] = {spec.name: spec for spec in (
-    BackendSpec("ort-cpu", "onnx", False, None, "ONNX Runtime, CPU execution provider", "CPUExecutionProvider"),
-    BackendSpec("ort-cuda", "onnx", True, None, "ONNX Runtime, CUDA execution provider (onnxruntime-gpu)",
-                "CUDAExecutionProvider"),
-    BackendSpec("ort-trt", "onnx", True, None, "ONNX Runtime, TensorRT execution provider (onnxruntime-gpu)",
-                "TensorrtExecutionProvider"),
-    BackendSpec("trt", "trt", True, "tensorrt", "native TensorRT engine (built per batch from ONNX if needed)"),
-    BackendSpec("torch", "torch", False, None, "PyTorch eager (CUDA when available, else CPU)"),
-    BackendSpec("torch-cudagraph", "torch", True, None, "PyTorch, the forward pass replayed as one CUDA graph"),
-)}
-
-
-def get_backend(name: str) -> BackendSpec:
-    """The registry row for `name`; UsageError with the closest name when there is none."""
-    if name not in BACKENDS:
-        raise UsageError(f"unknown benchmark backend {name!r}{did_you_mean(name, BACKENDS)}: "
-                         f"expected one of {', '.join(BACKENDS)}")
-    return BACKENDS[name]
-
-
-def backend_help() -> str:
-    """One entry per backend for `--help`, generated from the registry."""
-    return "; ".join(f"{s.name}: {s.summary}" + (", needs a CUDA GPU" if s.needs_gpu else "") for s in BACKENDS.values())
+from catalyst_deploy.errors import CatalystDeployError
+from catalyst_deploy.formats import get_backend
 
 
 def unavailable_reason(name: str) -> str | None:

@@ -16,9 +16,9 @@ ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni
 def environment_report() -> dict:
     """Versions (None: not installed), CUDA devices, ONNX Runtime providers, and per exporter / backend
     whether it is usable here and, if not, why."""
-    from catalyst_deploy.bench.backends import BACKENDS, unavailable_reason
+    from catalyst_deploy.bench.backends import unavailable_reason
     from catalyst_deploy.exporters import exporter_unavailable_reason
-    from catalyst_deploy.formats import FORMATS
+    from catalyst_deploy.formats import BACKENDS, FORMATS
 
     versions = {name: _version(name) for name in PACKAGES}
     versions["tensorrt"] = versions["tensorrt"] or _tensorrt_version()
@@ -34,8 +34,6 @@ def cpu_summary() -> dict:
 
     import torch
 
-    from catalyst_deploy.surgery.allocation import channel_multiple, cpu_flags
-
     flags = cpu_flags()
     model = platform.processor() or "unknown"
     try:
@@ -48,6 +46,29 @@ def cpu_summary() -> dict:
             "isa": [flag for flag in ISA_FLAGS if flag in flags], "torch_threads": torch.get_num_threads(),
             "torch_interop_threads": torch.get_num_interop_threads(),
             "ort_channel_block": channel_multiple(needs_gpu=False)}
+
+
+def channel_multiple(needs_gpu: bool) -> int:
+    """The channel-count multiple that suits a backend's kernels, for `round_to`.
+
+    CPU (ONNX Runtime): the NCHWc block of its convolutions, 16 where the CPU has AVX-512F and 8 otherwise
+    (benchmarks/RESULTS.md, latency section). GPU: 8, the fp16 tensor-core alignment (not measured here).
+    """
+    if needs_gpu:
+        return 8
+    return 16 if "avx512f" in cpu_flags() else 8
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where it is not readable)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
 
 
 def cuda_summary() -> dict:

@@ -12,11 +12,12 @@ from pathlib import Path
 from collections.abc import Callable, Sequence
 
 from catalyst_deploy.bench.artifacts import ModelArtifact, load_artifact, sample_shape_of
-from catalyst_deploy.bench.backends import get_backend, load_for_backend, unavailable_reason
+from catalyst_deploy.bench.backends import load_for_backend, unavailable_reason
 from catalyst_deploy.bench.report import BenchReport, BenchRow, machine_summary
 from catalyst_deploy.bench.stats import LatencyStats
 from catalyst_deploy.settings import MAX_BENCH_BATCH, MAX_BENCH_RUNS, MAX_BENCH_SECONDS
 from catalyst_deploy.errors import CatalystDeployError, UsageError
+from catalyst_deploy.formats import get_backend
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@ table (`catalyst_deploy.formats.FORMATS`: suffix, options, exporter, validator, 
     result = export_model(model, "onnx", "out/model.onnx", torch.randn(1, 3, 224, 224))
     result.max_abs_diff   # ONNX Runtime vs PyTorch on the same input
 
-Importing this package is cheap: each exporter module is imported only when its format is used.
+May import the layers below it (docs/architecture.md): `surgery`, `inputs`, `render`, the settings layer,
+`errors`, `atomic`. Never `bench` or anything above. Importing this package is cheap: each exporter module is
+imported only when its format is used.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@ and the small built-in models of `zoo`), and data sets (`data` for specs and loa
 the split and loader machinery, `readers` for the on-disk formats).
 
 Everything read here is untrusted input: model files go through the allowlist, data files through
-readers that check their headers. May import: `errors`, `atomic`, torch and torchvision (timm when
-installed). Nothing above it.
+readers that check their headers. May import the layers below it (docs/architecture.md): `render`, the
+settings layer, `errors`, `atomic` (it uses only the last two), torch and torchvision (timm when installed).
+Never `surgery` or anything above.
 """

@@ -4,7 +4,7 @@ latency per MAC of each channel group (which `allocation.latency_weighted` turns
 Why: latency is not proportional to MACs. ONNX Runtime's CPU convolutions run in a blocked channel
 layout (NCHWc: 16 channels per block with AVX-512, 8 with AVX2), and high-resolution, depthwise-heavy
 layers cost more time per MAC than deep 1x1/3x3 ones (benchmarks/RESULTS.md, latency section). So: round
-channel counts to the block (`allocation.channel_multiple`) and take channels first where a MAC costs
+channel counts to the block (`bench.environment.channel_multiple`) and take channels first where a MAC costs
 the most time.
 
     layer_ms = profile_conv_latency(model, example, threads=2)        # ms per conv, in the real graph

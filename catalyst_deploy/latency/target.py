@@ -6,53 +6,22 @@ with the dense export on the backend, and adjusts the share until the measured r
 under the target. The prune run then uses that share as its FLOPs target, and `api.prune` checks the
 latency of the files it ships (re-running with a corrected share when they miss).
 
-    target = parse_latency_target("0.6x")                       # or "3ms" (batch 1), "3ms@8"
+    target = targets.parse_latency_target("0.6x")               # or "3ms" (batch 1), "3ms@8"
     result = search_share(model, example, graph, priority, target, budget_for, "ort-cpu")
 """
 
 from __future__ import annotations
 
-import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Callable
 
-from catalyst_deploy.errors import CatalystDeployError, UsageError
+from catalyst_deploy.errors import CatalystDeployError
+from catalyst_deploy.targets import LatencyTarget
 
 TOLERANCE = 0.03  # the measured latency must land within 3% under the target
 CLIFF = 0.005  # shares this close that straddle the window: latency jumps there (a kernel's channel block)
-
-
-@dataclass(frozen=True)
-class LatencyTarget:
-    """A share of the dense latency (`ratio`) or an absolute time (`ms`), at a batch size."""
-
-    ratio: float | None = None
-    ms: float | None = None
-    batch: int = 1
-
-    def as_ratio(self, dense_ms: float) -> float:
-        return self.ratio if self.ratio is not None else self.ms / dense_ms
-
-    def __str__(self) -> str:
-        return f"{self.ratio:g}x" if self.ratio is not None else f"{self.ms:g}ms@{self.batch}"
-
-
-def parse_latency_target(text: str) -> LatencyTarget:
-    """'0.6x' -> 60% of the dense latency (batch 1); '3ms' / '3ms@8' -> 3 ms per call at batch 1 / 8."""
-    s = str(text).strip().lower()
-    m = re.fullmatch(r"([0-9]*\.?[0-9]+)\s*x(?:@(\d+))?", s)
-    if m:
-        ratio = float(m.group(1))
-        if not 0 < ratio < 1:
-            raise UsageError(f"--target-latency {text!r}: a share of the dense latency must be between 0 and 1, e.g. 0.6x")
-        return LatencyTarget(ratio=ratio, batch=int(m.group(2) or 1))
-    m = re.fullmatch(r"([0-9]*\.?[0-9]+)\s*ms(?:@(\d+))?", s)
-    if m and float(m.group(1)) > 0 and int(m.group(2) or 1) >= 1:
-        return LatencyTarget(ms=float(m.group(1)), batch=int(m.group(2) or 1))
-    raise UsageError(f"--target-latency {text!r} is not a latency: use a share of the dense latency (0.6x) or a "
-                     "time per call (3ms, or 3ms@8 at batch 8)")
 
 
 def in_window(ratio: float, goal: float, tolerance: float = TOLERANCE) -> bool:

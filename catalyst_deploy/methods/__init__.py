@@ -1,56 +1,17 @@
-"""Pruning methods: Catalyst and the baselines, one interface (`base.PruningMethod`), one table.
-
-Each row names the method, says what it is (the CLI help is generated from these), and points at its
-class, which is imported only when a run uses it (so `--help` and the settings layer never load torch).
+"""Pruning methods: Catalyst and the baselines behind one interface (`base.PruningMethod`), listed in the
+method table (`catalyst_deploy.method_table.METHODS`), built from the run settings here:
 
     method = make_method(cfg)        # cfg: config.PruneConfig; the class reads what it needs from it
 
-Adding a method: a class implementing `PruningMethod` (with `from_config`) and a row here; see
-docs/extending.md.
+May import the layers below it (docs/architecture.md): `bench`, `exporters`, `surgery`, `inputs`, `render`,
+the settings layer, `errors`, `atomic`. Never `latency`, `run`, `api` or `cli`.
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
 
-from catalyst_deploy.errors import UsageError, did_you_mean
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    name: str
-    summary: str
-    entry: str  # "module:Class"
-    regularized: bool  # has a penalty of its own (its strength is a setting); False: plain fine-tuning
-
-
-METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
-    MethodSpec("catalyst", "Catalyst: product penalty d*|s| on a function-preserving gate per channel; lossless, "
-               "magnitude-fair cuts", "catalyst_deploy.methods.catalyst:CatalystRegularizer", True),
-    MethodSpec("l1", "one-shot filter-norm (L1) ranking, Li et al. 2017",
-               "catalyst_deploy.methods.baselines:L1Ranking", False),
-    MethodSpec("group-lasso", "group-norm sparsity penalty (torch-pruning GroupNormPruner), then L2 group ranking",
-               "catalyst_deploy.methods.baselines:GroupLasso", True),
-    MethodSpec("slimming", "L1 on BN scales (Liu et al. 2017, torch-pruning BNScalePruner), then BN-scale ranking",
-               "catalyst_deploy.methods.baselines:NetworkSlimming", True),
-    MethodSpec("taylor", "first-order Taylor importance accumulated during fine-tuning (Molchanov et al. 2019)",
-               "catalyst_deploy.methods.baselines:TaylorRanking", False),
-    MethodSpec("random", "random channels (a floor every method must beat)",
-               "catalyst_deploy.methods.baselines:RandomRanking", False),
-)}
-
-
-def get_method(name: str) -> MethodSpec:
-    """The table row for `name`; UsageError with the closest name when there is none."""
-    if name not in METHODS:
-        raise UsageError(f"unknown method {name!r}{did_you_mean(name, METHODS)}; choose from {', '.join(METHODS)}")
-    return METHODS[name]
-
-
-def method_help() -> str:
-    """One entry per method for `--help`."""
-    return "; ".join(f"{spec.name}: {spec.summary}" for spec in METHODS.values())
+from catalyst_deploy.method_table import get_method
 
 
 def method_class(name: str):

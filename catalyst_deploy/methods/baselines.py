@@ -88,8 +88,8 @@ class GroupLasso(_ImportanceRanking):
     def from_config(cls, cfg) -> GroupLasso:
         return cls(reg=cfg.reg_strength if cfg.reg_strength is not None else DEFAULT_REG_STRENGTH)
 
-    def start(self, graph, budget) -> None:
-        super().start(graph, budget)
+    def start(self, graph, budget, steps) -> None:
+        super().start(graph, budget, steps)
         self.pruner = self._pruner(graph)
 
     def _pruner(self, graph):

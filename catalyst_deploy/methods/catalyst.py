@@ -1,22 +1,29 @@
-"""The Catalyst regularizer (Jung & Lee, ICML 2025 HiLD workshop), in its bypass form; docs/method.md.
+"""Catalyst as the paper defines it (Jung & Lee, "Catalyst: a Novel Regularizer for Structured Pruning with
+Auxiliary Extension of Parameter Space", ICML 2025 HiLD workshop); docs/method.md explains every choice.
 
-Each prunable channel j gets a *gate* s_j, a scalar that multiplies the channel's producer parameters
-(BN scale and shift, or the conv/linear rows and bias when no BN follows). It starts at 1, so the model
-computes exactly what it did, and trains with the task loss like any weight. The catalyst d_j >= 0 lives
-outside the model. The penalty is
+For every prunable channel j (a channel of one of the dependency graph's coupled groups), F_j is what produces
+it: its BatchNorm scale and shift (placement "bn", the paper's "Ours-BN"), or every producer slice of the
+group, conv/linear rows, biases and norm parameters of all the coupled producers ("group", "Ours-group"), in
+one norm ||F_j||. The catalyst delta_j starts at ||F_j||, so every channel starts exactly on the decision
+boundary c = delta/||F|| = 1, and sits in the forward pass: each producer's output y of channel j becomes
 
-    lambda * sum_j w_j * d_j * |s_j|          (w_j: the MACs removing channel j saves, mean 1)
+    y + s * (delta_j - sg(delta_j)) * y          (sg: value-only copy; s = -1 "minus", +1 "plus")
 
-and after every optimizer step both sides take the same proximal step (eta*lambda*w_j):
+which changes no value (the model computes what it did) and lets the task loss reach delta_j. The penalty is
 
-    |s| <- max(0, |s| - eta*lambda*w*d)       d <- max(0, d - eta*lambda*w*|s_old|)
+    lambda * sum_j w_j * delta_j * ||F_j||        (w_j: the MACs removing channel j saves, mean 1)
 
-Its zero set {s = 0 or d = 0} is the set of lossless prunings. Under the penalty alone s^2 - d^2 only
-shrinks by (1 - (eta*lambda*w)^2), so the decision c = d/|s| (> 1 prune, < 1 keep) flips only when the
-task gradient on s moves it; every channel starts at c = c0 > 1 and must be defended to be kept. Because
-s is the channel's *relative* scale, a channel's magnitude never enters its decision: the task gradient on
-s is the same whatever the channel's weights are scaled by (a function-preserving rescale). At the cut the
-gates are folded into the producer parameters, so the exported model has no extra op.
+whose zero set {delta = 0 or F = 0} is the set of lossless prunings. After every optimizer step both sides
+take the same proximal step (exact zeros):
+
+    F_j <- F_j * max(0, 1 - eta*lambda*w_j*delta_j/||F_j||)      delta_j <- max(0, delta_j - eta*lambda*w_j*||F_j||)
+
+Under this step alone delta^2 - ||F||^2 is multiplied by (1 - (eta*lambda*w)^2): c = 1 stays at 1, and a
+channel off the boundary runs away from it (c -> inf: F = 0, pruned; c -> 0: delta = 0, kept), so the penalty
+alone decides nothing; the task breaks the tie. The schedule (`CatalystSchedule`) ramps lambda and a small
+relative decay of F (the prune pressure), freezes the prune set once the channels at c >= c_hi cover the
+target (the set cut is the channels the dynamics put at c > 1, taken by descending c to the target), drives
+that set to exactly zero and ends the phase; the cut is then lossless.
 """
 
 from __future__ import annotations
@@ -24,159 +31,220 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from catalyst_deploy.methods.base import PruningMethod
+import torch
+from torch import nn
+
+from catalyst_deploy.methods.base import Decision, ParamOverride, PruningMethod
 
 if TYPE_CHECKING:
-    import torch
-
     from catalyst_deploy.surgery.allocation import Budget
     from catalyst_deploy.surgery.graph import ChannelGraph
 
+BYPASS_SIGN = {"minus": -1.0, "plus": 1.0, "none": 0.0}
+
+
+class CatalystVariables(nn.Module):
+    """The catalyst delta (one per global channel), attached to the model during the phase only, so that the
+    optimizer, DDP and checkpoints see it; a buffer when no task gradient reaches it (bypass "none")."""
+
+    def __init__(self, delta: torch.Tensor, trainable: bool):
+        super().__init__()
+        if trainable:
+            self.delta = nn.Parameter(delta)
+        else:
+            self.register_buffer("delta", delta)
+
+
+class ChannelNorms:
+    """The producer slices F of every channel and the fused operations on them: norms, scaling, gradients."""
+
+    def __init__(self, graph: ChannelGraph, placement: str):
+        self.num = graph.num_channels
+        self.slices = graph.producer_slices(skip_normalized=(placement == "bn"))
+        self.params = list({id(sl.param): sl.param for sl in self.slices}.values())
+
+    def norms(self) -> torch.Tensor:
+        sq = None
+        with torch.no_grad():
+            for sl in self.slices:
+                other = [d for d in range(sl.param.dim()) if d != sl.dim]
+                per_pos = sl.param.detach().float().pow(2)
+                per_pos = per_pos.sum(dim=other) if other else per_pos
+                if sq is None:
+                    sq = torch.zeros(self.num, device=per_pos.device)
+                sq.index_add_(0, sl.chan, per_pos[sl.pos])
+        return sq.sqrt()
+
+    def scale_(self, factor: torch.Tensor, grad: bool = False) -> None:
+        """Multiply every channel's slices (or their gradients) by `factor` (one per channel)."""
+        with torch.no_grad():
+            for sl in self.slices:
+                target = sl.param.grad if grad else sl.param.data
+                if target is None:
+                    continue
+                per_pos = torch.ones(sl.param.shape[sl.dim], device=target.device, dtype=target.dtype)
+                per_pos[sl.pos] = factor[sl.chan].to(target.dtype)
+                shape = [1] * target.dim()
+                shape[sl.dim] = -1
+                target.mul_(per_pos.view(shape))
+
 
 class CatalystRegularizer(PruningMethod):
-    """The gates, the catalyst variables and the proximal update. The schedule (lambda, when to freeze)
-    is `methods.controller.CatalystController`'s."""
+    """The paper's Catalyst: the catalyst in the forward pass, c0 = 1, the penalty on the filters themselves."""
 
-    def __init__(self, c0: float = 1.05, cost_aware: bool = True, gate_lr: float = 1.0, invariant: bool = False):
-        self.c0, self.cost_aware, self.gate_lr, self.invariant = c0, cost_aware, gate_lr, invariant
-        self.columns: list = []  # (weight, input positions) preconditioned by `before_step` when invariant
-        self.lam = 0.0
-        self.frozen: torch.Tensor | None = None  # bool mask of the prune set once frozen
-        self.frozen_step = 0.0
-        self.steps = 0
-        self.history: list[tuple[int, float]] = []
+    schedule = "constant"  # step sizes are per optimizer step; the frozen set must still reach zero at the end
+    synchronised = True  # delta and F follow the DDP-averaged gradients: every rank decides the same
+
+    def __init__(self, settings, base_lr: float):
+        self.settings, self.base_lr = settings, base_lr
+        self.hooks: list = []
+        self.variables: CatalystVariables | None = None
 
     @classmethod
     def from_config(cls, cfg) -> CatalystRegularizer:
-        s = cfg.catalyst
-        return cls(c0=s.c0, cost_aware=s.cost_aware, gate_lr=s.gate_lr, invariant=s.invariant)
+        return cls(cfg.catalyst, cfg.lr)
 
-    # ---- PruningMethod -------------------------------------------------------------------------
-    def start(self, graph: ChannelGraph, budget: Budget) -> None:
-        import torch
+    # ---- set-up and tear-down -----------------------------------------------------------------------
+    def start(self, graph: ChannelGraph, budget: Budget, steps: int) -> None:
+        from catalyst_deploy.methods.gates import channel_costs
+        from catalyst_deploy.methods.catalyst_schedule import CatalystSchedule
 
-        from catalyst_deploy.methods.gates import attach_gates, channel_costs
+        super().start(graph, budget, steps)
+        s = self.settings
+        self.F = ChannelNorms(graph, s.placement)
+        device = self.F.params[0].device
+        norm0 = self.F.norms()
+        group = graph.group_of_channel().to(device)
+        # mean ||F0||^2 of each channel's group: the scale of the preconditioned task step (see before_step)
+        mean_sq = torch.zeros(len(graph.sizes), device=device).index_add_(0, group, norm0.pow(2))
+        self.unit = (mean_sq / torch.tensor(graph.sizes, device=device))[group].clamp_min(1e-12)
+        self.weights = (channel_costs(graph, budget) if s.cost_aware else torch.ones(graph.num_channels)).to(device)
+        self.sign = BYPASS_SIGN[s.bypass]
+        self.variables = CatalystVariables(norm0.clone(), trainable=self.sign != 0.0)
+        graph.model.add_module("catalyst_variables", self.variables)
+        if self.sign:
+            self.hooks = [module.register_forward_hook(self._bypass(pos, chan))
+                          for module, pos, chan in _producer_outputs(graph)]
+        self.plan = CatalystSchedule(self, budget, s, steps)
 
-        super().start(graph, budget)
-        device = next(graph.model.parameters()).device
-        costs = channel_costs(graph, budget) if self.cost_aware else torch.ones(graph.num_channels)
-        self.weights = costs.to(device)
-        self.gates = attach_gates(graph, device)
-        self.d = torch.full((graph.num_channels,), float(self.c0), device=device)
-        self.collapsed_at = torch.full((graph.num_channels,), -1, dtype=torch.long, device=device)
-        if self.invariant:
-            from catalyst_deploy.surgery.graph import consumer_columns
+    def _bypass(self, pos: torch.Tensor, chan: torch.Tensor):
+        """y + s * (delta - sg(delta)) * y at the channel positions `pos` of a producer's output."""
+        def hook(_module, _inputs, output):
+            if not output.requires_grad:  # evaluation, tracing: the term is exactly zero anyway
+                return output
+            d = self.delta[chan]
+            bump = torch.zeros(output.shape[1], dtype=output.dtype, device=output.device)
+            bump = bump.index_copy(0, pos, (d - d.detach()).to(output.dtype) * self.sign)
+            shape = [1, -1] + [1] * (output.dim() - 2)
+            return output + bump.view(shape) * output.detach()
+        return hook
 
-            self.columns = [(w, torch.tensor(pos, device=device)) for w, pos in consumer_columns(graph)]
+    def detach_from_model(self) -> None:
+        for h in self.hooks:
+            h.remove()
+        self.hooks = []
+        if self.variables is not None and hasattr(self.graph.model, "catalyst_variables"):
+            delattr(self.graph.model, "catalyst_variables")
 
     @property
-    def s(self):
-        return self.gates.s
+    def delta(self) -> torch.Tensor:
+        return self.variables.delta
 
-    def no_decay_params(self) -> list:
-        return [self.gates.s]
+    def param_overrides(self) -> list[ParamOverride]:
+        # F: no weight decay (the schedule's pressure is the only decay on it, relative, so magnitude-free);
+        # delta: none either (the penalty is its only pull)
+        out = [ParamOverride(tuple(self.F.params), weight_decay=0.0)]
+        if self.sign:
+            out.append(ParamOverride((self.variables.delta,), weight_decay=0.0))
+        return out
 
-    def lr_scales(self) -> dict:
-        return {id(self.gates.s): self.gate_lr}
-
+    # ---- per step ---------------------------------------------------------------------------------------
     def before_step(self) -> None:
-        """With `invariant`: multiply the task gradient of each consumer input column by its squared norm over
-        its expected norm at initialisation (2 * out / in, from the shape alone). A rescale of a channel by k
-        (producer x k, consumer columns x 1/k) multiplies a column's gradient by k and this factor by 1/k^2,
-        so the column's step scales by 1/k, exactly like the column: the update commutes with the rescale.
-        SGD's weight decay is added after this and is proportional to the weight, so it commutes too."""
-        import torch
+        """Precondition the task gradient of F and delta so that it moves log||F|| and log delta by the same
+        step for any magnitude: F's gradient times ||F||^2/m, delta's times delta/m (m: the mean ||F0||^2 of
+        the channel's group). A function-preserving rescale of a channel then changes nothing in the dynamics
+        of c (the task's push on a channel's relative scale is rescale-invariant)."""
+        if not self.settings.precondition or self.plan.frozen:
+            return
+        norms = self.F.norms()
+        self.F.scale_(norms.pow(2) / self.unit, grad=True)
+        if self.sign and self.delta.grad is not None:
+            with torch.no_grad():
+                self.delta.grad.mul_(self.delta.detach().abs() / self.unit)
 
-        with torch.no_grad():
-            for weight, pos in self.columns:
-                if weight.grad is None:
-                    continue
-                norm2 = weight.index_select(1, pos).pow(2).transpose(0, 1).flatten(1).sum(1)
-                scale = norm2 / (2.0 * weight.shape[0] / weight.shape[1])
-                shape = (1, -1) + (1,) * (weight.dim() - 2)
-                weight.grad.index_copy_(1, pos, weight.grad.index_select(1, pos) * scale.view(shape))
+    def after_step(self, lr: float, step: int) -> None:
+        self.plan.after_step(step)
 
-    def after_step(self, lr: float) -> None:
-        import torch
-
-        self.steps += 1
-        with torch.no_grad():
-            if self.frozen is None:
-                self.prox(torch.full_like(self.d, lr * self.lam) * self.weights)
-            else:
-                self.prox(torch.where(self.frozen, self.frozen_step, 0.0) * self.weights)
-
-    def priority(self) -> torch.Tensor:
-        """Collapsed channels (s = 0) first, the earliest collapse first; then by log c, highest first."""
-        import torch
-
-        collapsed = self.s.detach() == 0
-        early_first = 1e4 - self.collapsed_at.float() / max(1, self.steps)
-        log_c = self.log_ratio().clamp(-1e3, 1e3)
-        return torch.where(collapsed, early_first, log_c).cpu()
-
-    def state(self) -> dict:
-        return {"lambda_history": self.history, "collapsed": int((self.s.detach() == 0).sum()),
-                "kept_d_zero": int((self.d == 0).sum()), "channels": self.graph.num_channels}
-
-    def state_dict(self) -> dict:
-        return {"d": self.d, "collapsed_at": self.collapsed_at, "lam": self.lam, "steps": self.steps,
-                "frozen": self.frozen, "frozen_step": self.frozen_step, "history": self.history}
-
-    def load_state_dict(self, state: dict) -> None:
-        device = self.d.device
-        self.d, self.collapsed_at = state["d"].to(device), state["collapsed_at"].to(device)
-        self.lam, self.steps, self.history = state["lam"], state["steps"], list(state["history"])
-        self.frozen = None if state["frozen"] is None else state["frozen"].to(device)
-        self.frozen_step = state["frozen_step"]
-
-    # ---- the update ------------------------------------------------------------------------------
     def prox(self, step: torch.Tensor) -> None:
-        """One proximal step with per-channel step size `step` (= eta*lambda*w), all channels at once."""
-        import torch
+        """One proximal step on (F, delta) with per-channel size `step` (= eta*lambda*w), all channels at once;
+        channels in `hold` keep their delta (the frozen prune set)."""
+        norms = self.F.norms()
+        d = self.delta.detach().abs()
+        scale = torch.where(norms > 0, (1 - step * d / norms.clamp_min(1e-30)).clamp_min(0), torch.zeros_like(norms))
+        self.F.scale_(scale)
+        with torch.no_grad():
+            shrunk = (d - step * norms).clamp_min(0)
+            held = self.plan.held()
+            self.delta.data.copy_(torch.where(held, self.delta.detach(), shrunk) if held is not None else shrunk)
 
-        s = self.s.data
-        size = s.abs()
-        shrunk = (size - step * self.d).clamp_min(0.0)
-        d_next = (self.d - step * size).clamp_min(0.0)
-        self.collapsed_at = torch.where((shrunk == 0) & (size > 0), self.steps, self.collapsed_at)
-        s.copy_(torch.sign(s) * shrunk)
-        self.d = d_next if self.frozen is None else torch.where(self.frozen, self.d, d_next)
-
-    def ratio(self) -> torch.Tensor:
-        """c = d/|s| per channel: inf where s = 0 (the channel is dead whatever d is), 0 where d = 0 < |s|."""
-        import torch
-
-        size = self.s.detach().abs()
-        return torch.where(size > 0, self.d / size.clamp_min(1e-30), torch.full_like(size, math.inf))
+    def pressure(self, rate: float) -> None:
+        """The prune pressure: F of every undecided channel shrinks by the relative `rate`."""
+        if rate > 0:
+            self.F.scale_(torch.full((self.graph.num_channels,), 1.0 - rate, device=self.unit.device))
 
     def log_ratio(self) -> torch.Tensor:
-        """log c: +inf for s = 0, -inf for d = 0."""
-        return self.ratio().log()
+        """log c per channel: +inf where F = 0, -inf where delta = 0 < ||F||."""
+        norms = self.F.norms()
+        d = self.delta.detach().abs()
+        c = torch.where(norms > 0, d / norms.clamp_min(1e-30), torch.full_like(norms, math.inf))
+        return c.log()
 
-    def set_lambda(self, lam: float, step: int) -> None:
-        self.lam = lam
-        self.history.append((step, lam))
+    def done(self) -> bool:
+        return self.plan.settled()
 
-    def freeze(self, prune: torch.Tensor, step_size: float, restore: bool) -> None:
-        """Fix the prune set: kept channels get d = 0 (free from now on) and, with `restore`, their full
-        scale back (s = 1: the phase shrinks every channel while it decides, and a shrunken survivor does
-        not grow back in recovery); channels of the set that are not at s = 0 yet are driven there with
-        the constant step `step_size`, d held fixed so the task gradient cannot wear it down."""
-        import torch
+    def status(self) -> dict:
+        return self.plan.status()
 
-        prune = prune.to(self.d.device)
-        self.frozen, self.frozen_step = prune, step_size
+    def decision_state(self):
+        return self.plan.take_decision_state()
+
+    def trajectory_point(self):
+        return self.log_ratio().clamp(-50, 50).cpu().tolist()
+
+    # ---- the decision -------------------------------------------------------------------------------------
+    def priority(self) -> torch.Tensor:
+        return self.log_ratio().clamp(-1e3, 1e3).cpu()
+
+    def finish(self, steps_used: int) -> Decision:
+        """Freeze now if the schedule did not, zero what the phase left of the prune set (counted as forced),
+        take the catalyst out of the model."""
+        mask = self.plan.finish(steps_used)
+        priority = self.priority()
+        keep = (~mask).to(self.unit.device).float()
+        self.F.scale_(keep)
+        self.detach_from_model()
+        return Decision(mask, priority)
+
+    def report(self) -> dict | None:
+        return self.plan.report()
+
+    def state_dict(self) -> dict:
+        return {"delta": self.delta.detach().clone(), "unit": self.unit, "schedule": self.plan.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
         with torch.no_grad():
-            size = self.s.data.abs()
-            self.d = torch.where(prune, torch.maximum(self.d, 2.0 * size), torch.zeros_like(self.d))
-            if restore:
-                self.s.data.copy_(torch.where(prune, self.s.data, torch.ones_like(self.s.data)))
+            self.delta.data.copy_(state["delta"].to(self.delta.device))
+        self.unit = state["unit"].to(self.unit.device)
+        self.plan.load_state_dict(state["schedule"])
 
-    def settled(self) -> bool:
-        """True once the frozen prune set is exactly zero (the cut is then lossless)."""
-        return self.frozen is not None and bool((self.s.detach()[self.frozen] == 0).all())
 
-    def fold(self) -> None:
-        """Multiply each gate into its producer parameters and remove the gates (exact: same function)."""
-        self.gates.fold()
+def _producer_outputs(graph: ChannelGraph):
+    """(module, output positions, global channels) of every module whose output is a channel's value: BNs,
+    and convs/linears no BN follows (the same modules the "bn" placement takes F from)."""
+    owners = {id(p): m for m in graph.model.modules() for p in m.parameters(recurse=False)}
+    found: dict[int, tuple] = {}
+    for sl in graph.producer_slices(skip_normalized=True):
+        module = owners[id(sl.param)]
+        if sl.param is getattr(module, "weight", None) or id(module) not in found:
+            found[id(module)] = (module, sl.pos, sl.chan)
+    return list(found.values())

@@ -5,4 +5,7 @@
     bench     the benchmark report as a terminal table and bench.md
     env       the environment report
     plots     bifurcation.png and latency.png (matplotlib's object API: no global backend switch)
+
+It renders what it is given (reports, dicts, numbers) and asks nothing of the run: may import the settings
+layer (the typed report), `errors` and `atomic` only (docs/architecture.md).
 """

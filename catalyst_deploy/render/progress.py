@@ -8,11 +8,9 @@ from collections.abc import Callable, Iterator
 
 @contextmanager
 def phase_progress(enabled: bool = True) -> Iterator[Callable | None]:
-    """Yields `progress(label, total) -> update(advance, **fields)` backed by one rich Progress, or None (also on
-    ranks other than 0 under torchrun: one set of bars, rank 0's)."""
-    from catalyst_deploy.run.distributed import is_main
-
-    if not enabled or not is_main():
+    """Yields `progress(label, total) -> update(advance, **fields)` backed by one rich Progress, or None when
+    not `enabled` (--json; the ranks other than 0 under torchrun: one set of bars, rank 0's)."""
+    if not enabled:
         yield None
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn

@@ -72,7 +72,7 @@ def markdown(r: PruneReport) -> str:
     lines += ["", f"Channels removed: {r.channels['removed']} of {r.channels['total']}. Optimizer steps: "
               + ", ".join(f"{k} {v}" for k, v in r.steps.items()) + ".", "",
               "| phase | seconds |", "|---|---|", *[f"| {k} | {v} |" for k, v in r.seconds.items()]]
-    lines += _catalyst_lines(r.catalyst) + _export_lines(r)
+    lines += _catalyst_lines(r.method) + _export_lines(r)
     return "\n".join(lines) + "\n"
 
 
@@ -84,7 +84,8 @@ def _catalyst_lines(cat: dict | None) -> list[str]:
     history = ", ".join(f"{s}: {lam:.3g}" for s, lam in _thin(cat.get("lambda_history", []), 12))
     return ["", "## Catalyst", "",
             f"Prune set frozen at step {sp['step']}{' (forced by the deadline)' if sp['forced'] else ''}: "
-            f"{sp['collapsed']} channels at s = 0, {sp['kept']} at d = 0, {sp['undecided']} undecided; "
+            f"{sp['collapsed']} channels collapsed (F = 0; the gated form: s = 0), {sp['kept']} at d = 0, "
+            f"{sp['undecided']} undecided; "
             f"{100 * sp['decided_share']:.1f}% of channels had c <= 0.1 or c >= 10. The margin fill added "
             f"{sp['filled']} channels and gave back {sp['given_back']}.",
             f"Margin at the freeze (min log c pruned - max log c kept): {margin}.", "",

@@ -6,7 +6,7 @@ four files first: once they are written no failure removes them):
     model.json         what the model expects: input shape, channels, normalisation, classes, MACs,
                        source model, method and target (export and bench read it: no --input-shape needed)
     report.json / .md  the typed report and its human rendering
-    bifurcation.png    Catalyst's split, when the method is Catalyst
+    bifurcation.png    the split of log c at the decision, when the method reports one (Catalyst)
 """
 
 from __future__ import annotations
@@ -49,13 +49,12 @@ def write_outputs(s, plan: dict, report, folder, info) -> None:
 
 
 def write_plot(report, folder) -> None:
-    """bifurcation.png: Catalyst's split, when the method is Catalyst."""
+    """bifurcation.png: the method's split at its decision, when it records one (Catalyst)."""
     from catalyst_deploy.render.plots import bifurcation_png
 
-    cat = report.catalyst
-    if cat and cat.get("log_c_at_freeze"):
-        folder.write_with("bifurcation.png", lambda tmp: bifurcation_png(cat["log_c_at_freeze"],
-                                                                          report.channels["pruned"], tmp))
+    log_c = (report.method or {}).get("log_c_at_freeze")
+    if log_c:
+        folder.write_with("bifurcation.png", lambda tmp: bifurcation_png(log_c, report.channels["pruned"], tmp))
 
 
 def write_report(report, folder) -> None:

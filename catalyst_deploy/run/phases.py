@@ -1,11 +1,13 @@
 """The training phases of a prune run, each checkpointed and each able to continue from a checkpoint.
 
-    pretrain_and_measure -> regularize (the method's phase; Catalyst's controller freezes the prune set)
-    -> cut (the plan, applied) -> recover (gets the steps an early cut left over)
+    pretrain_and_measure -> regularize (the method's phase, ended by its schedule; its decision)
+    -> cut (the plan, applied) -> recover (gets the steps an early end of the phase left over)
 
-Under torchrun each phase trains the model wrapped in DDP (`distributed.ddp`); the decisions are checked to be
-identical on every rank at Catalyst's freeze and at the cut (`distributed.check_identical`), and a stop
-signal ends the phase at the same step on every rank.
+The runner drives the pruning method through its interface (`methods.base.PruningMethod`) and never asks
+which method it holds. Under torchrun each phase trains the model wrapped in DDP (`distributed.ddp`); the
+state a method names at its decision points and the cut are checked to be identical on every rank
+(`distributed.check_identical`), a method that decides from unsynchronised state has rank 0's decision
+given to every rank, and a stop signal ends the phase at the same step on every rank.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 
 from catalyst_deploy.run import distributed
 from catalyst_deploy.methods import make_method
+from catalyst_deploy.methods.base import Decision
 from catalyst_deploy.surgery.plan import apply_plan
 from catalyst_deploy.run.train import (DivergenceError, PhaseSettings, PhaseState, evaluate, phase_steps, to_device,
                                    train_phase)
@@ -24,40 +27,42 @@ ORDER = ("pretrain", "regularize", "recover", "trained")
 DIVERGED = 1e15  # a weight beyond this magnitude means the run diverged
 
 
-class PhaseHooks:
-    """Connects the training loop to a pruning method, Catalyst's controller, and the checkpointer."""
+class MethodHooks:
+    """The training loop's view of a pruning method: its step hooks, plus what the runner does around them
+    (the cross-rank check at each decision point the method names, the per-step trajectory record)."""
 
-    def __init__(self, method, controller, record_every: int):
-        self.method, self.controller, self.record_every = method, controller, record_every
+    def __init__(self, method, record_every: int = 0):
+        self.method, self.record_every = method, record_every
         self.trajectory: list = []
 
     def before_step(self) -> None:
         self.method.before_step()
 
     def after_step(self, lr: float, step: int) -> None:
-        self.method.after_step(lr)
-        if self.controller is not None:
-            was_frozen = self.controller.frozen
-            self.controller.on_step(step)
-            if self.controller.frozen and not was_frozen:
-                check_freeze(self.method, step)
-        if self.record_every and step % self.record_every == 0 and hasattr(self.method, "log_ratio"):
-            self.trajectory.append([step, self.method.log_ratio().clamp(-50, 50).cpu().tolist()])
+        self.method.after_step(lr, step)
+        self.check_decision()
+        if self.record_every and step % self.record_every == 0:
+            point = self.method.trajectory_point()
+            if point is not None:
+                self.trajectory.append([step, point])
+
+    def check_decision(self) -> None:
+        """RankMismatch on every rank when the state the method names at a decision just taken differs."""
+        decided = self.method.decision_state()
+        if decided is not None:
+            distributed.check_identical(*decided)
 
     def status(self) -> dict:
-        if self.controller is None:
-            return {}
-        return {"flops": self.controller.current_ratio, "lam": self.method.lam}
+        return self.method.status()
 
     def done(self) -> bool:
-        """Catalyst ends its phase once the frozen prune set is exactly zero: the rest goes to recovery."""
-        return self.controller is not None and self.controller.frozen and self.method.settled()
+        return self.method.done()
 
 
-def check_freeze(method, step: int) -> None:
-    """Catalyst's state at the freeze is identical on every rank (RankMismatch on every rank otherwise)."""
-    distributed.check_identical("freeze", {"mask": method.frozen, "d": method.d, "lambda": method.lam,
-                                           "gates": method.s, "step": step})
+def from_rank0(decision: Decision) -> Decision:
+    """Rank 0's decision on every rank (the identity in a single process)."""
+    mask = distributed.broadcast(decision.mask.to(torch.uint8)).bool()
+    return Decision(mask, distributed.broadcast(decision.priority))
 
 
 class PhaseRunner:
@@ -79,7 +84,7 @@ class PhaseRunner:
 
         self.resume = payload
         restored = PruneReport.from_dict(payload["report"])
-        for key in ("accuracy", "val_accuracy", "steps", "seconds", "catalyst", "latency_aware", "channels"):
+        for key in ("accuracy", "val_accuracy", "steps", "seconds", "method", "latency_aware", "channels"):
             setattr(self.rep, key, getattr(restored, key))
         self.unused_steps = payload.get("unused_steps", 0)
         self.dense_state = payload.get("dense_state")
@@ -125,54 +130,25 @@ class PhaseRunner:
             return torch.tensor(self.resume["mask"])  # the cut and the recovery state follow
         cfg, s = self.cfg, self.s
         method = make_method(cfg)
-        method.start(s.graph, s.budget)
-        controller = self._controller(method)
-        hooks = PhaseHooks(method, controller, cfg.record_every)
+        method.start(s.graph, s.budget, self.steps["regularize"])
         state = None
         if self._resuming("regularize") == "here":
             state = self._restore_model_and_state()
             method.load_state_dict(self.resume["method"])
-            if controller is not None:
-                controller.load_state_dict(self.resume["controller"])
-        settings = PhaseSettings(self.steps["regularize"], cfg.lr, cfg.momentum, cfg.weight_decay,
-                                 "constant" if controller is not None else "cosine")
-        def extra() -> dict:
-            return {"method": method.state_dict(), "controller": controller.state_dict() if controller else None}
-
-        stats = self._train("regularize", settings, hooks=hooks, no_decay=method.no_decay_params(),
-                            lr_scales=method.lr_scales() if hasattr(method, "lr_scales") else None,
-                            state=state, extra=extra, epoch_base=1000)
+        hooks = MethodHooks(method, cfg.record_every)
+        settings = PhaseSettings(self.steps["regularize"], cfg.lr, cfg.momentum, cfg.weight_decay, method.schedule)
+        stats = self._train("regularize", settings, hooks=hooks, overrides=method.param_overrides(), state=state,
+                            extra=lambda: {"method": method.state_dict()}, epoch_base=1000)
         self.measure("after_regularization")
-        # Catalyst's priority is computed from synchronised state (and checked at the freeze); a baseline's is
-        # rank 0's, so that float noise in its importance cannot split the ranks
-        priority = method.priority() if controller else distributed.broadcast(method.priority())
-        self.rep.channels["priority"] = [round(float(p), 5) for p in priority]
-        mask = self._finish_catalyst(method, controller, stats.steps) if controller else s.budget.select(priority)
+        decision = method.finish(stats.steps)
+        hooks.check_decision()
+        if not method.synchronised:  # float noise in an importance must not split the ranks
+            decision = from_rank0(decision)
+        self.rep.channels["priority"] = [round(float(p), 5) for p in decision.priority]
+        self.rep.method = method.report()
         self.rep.trajectory = hooks.trajectory or None
-        return mask
-
-    def _controller(self, method):
-        from catalyst_deploy.methods.catalyst import CatalystRegularizer
-        from catalyst_deploy.methods.controller import CatalystController
-
-        if not isinstance(method, CatalystRegularizer):
-            return None
-        return CatalystController(method, self.s.budget, self.s.macs, self.cfg.catalyst, self.steps["regularize"],
-                                  self.cfg.lr)
-
-    def _finish_catalyst(self, method, controller, used: int) -> torch.Tensor:
-        """Freeze if the phase ended first, zero what the phase did not, fold the gates; report the split."""
-        if not controller.frozen:
-            controller.freeze(used, forced=True)
-            check_freeze(method, used)
-        forced = int((method.s.detach()[method.frozen] != 0).sum())
-        with torch.no_grad():
-            method.s.data[method.frozen] = 0.0
-        method.fold()
-        self.unused_steps = self.steps["regularize"] - used
-        self.rep.catalyst = {**controller.state(), **method.state(), "phase_steps": used, "forced_to_zero": forced,
-                             "log_c_at_freeze": controller.split.log_c}
-        return method.frozen.cpu().clone()
+        self.unused_steps = self.steps["regularize"] - stats.steps
+        return decision.mask
 
     def cut(self, mask: torch.Tensor) -> dict:
         """Apply the plan of `mask` (also when resuming past the cut: the setup model is the dense one)."""
@@ -204,8 +180,8 @@ class PhaseRunner:
         self._save("trained", PhaseState(steps))
 
     # ---- helpers -----------------------------------------------------------------------------------
-    def _train(self, phase: str, settings: PhaseSettings, hooks=None, no_decay=(), lr_scales=None, state=None,
-               extra=lambda: {}, epoch_base: int = 0):
+    def _train(self, phase: str, settings: PhaseSettings, hooks=None, overrides=(), state=None, extra=lambda: {},
+               epoch_base: int = 0):
         s, cfg = self.s, self.cfg
         if settings.steps == 0:
             self.rep.steps.setdefault(phase, 0)
@@ -238,7 +214,7 @@ class PhaseRunner:
         try:
             with distributed.ddp(s.model, s.device, cfg.sync_bn) as model:
                 stats = train_phase(model, s.loaders["train"], s.device, settings, label=phase, hooks=StopAware(),
-                                    no_decay=no_decay, lr_scales=lr_scales, amp=cfg.amp, progress=self.progress,
+                                    overrides=overrides, amp=cfg.amp, progress=self.progress,
                                     state=state, checkpoint=checkpoint, checkpoint_every=cfg.checkpoint_every,
                                     epoch_base=epoch_base)
         except DivergenceError as err:

@@ -1,10 +1,10 @@
 """The fine-tuning loop shared by every phase: dense pre-training, the regularized phase, recovery.
 
 CUDA when available (AMP in bf16, or fp16 with a grad scaler; channels_last), CPU otherwise. SGD with
-momentum; a cosine learning rate over the phase. A `StepHooks` object sees every step (the pruning
-method adds penalties before the optimizer step and proximal updates after it) and may end the phase
-early. Every phase can be checkpointed and continued at any step: the shuffling is a function of
-(seed, epoch) only (`data.EpochSampler`), and the checkpoint carries the optimizer and RNG states.
+momentum; a cosine (or constant) learning rate over the phase. A `StepHooks` object sees every step (the
+pruning method adds penalties before the optimizer step and proximal updates after it) and may end the phase
+early; a pruning method is one. Every phase can be checkpointed and continued at any step: the shuffling is
+a function of (seed, epoch) only (`data.EpochSampler`), and the checkpoint carries the optimizer and RNG states.
 
 Under torchrun the model given to `train_phase` is wrapped in DDP and the loader holds this rank's share of
 every epoch: a step sees the global batch (per-rank batch x world size), whose mean gradient DDP gives
@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from collections.abc import Callable, Iterable
 
 import torch
@@ -25,6 +25,9 @@ from torch import nn
 
 from catalyst_deploy.run.distributed import all_reduce_sum
 from catalyst_deploy.errors import CatalystDeployError
+
+if TYPE_CHECKING:
+    from catalyst_deploy.methods.base import ParamOverride
 
 
 class DivergenceError(CatalystDeployError):
@@ -125,25 +128,27 @@ def scheduled_lr(settings: PhaseSettings, step: int) -> float:
     return 0.5 * settings.lr * (1.0 + math.cos(math.pi * min(step, settings.steps) / max(settings.steps, 1)))
 
 
-def make_optimizer(model: nn.Module, settings: PhaseSettings, no_decay: Iterable[nn.Parameter] = (),
-                   lr_scales: dict[int, float] | None = None) -> torch.optim.SGD:
-    """SGD with momentum; parameters in `no_decay` train without weight decay; `lr_scales` maps a
-    parameter's id to a multiple of the phase's learning rate."""
-    skip, scales = {id(p) for p in no_decay}, lr_scales or {}
+def make_optimizer(model: nn.Module, settings: PhaseSettings,
+                   overrides: Iterable[ParamOverride] = ()) -> torch.optim.SGD:
+    """SGD with momentum over the trainable parameters of `model`; `overrides` (a method's
+    `param_overrides()`) give some of them their own learning-rate multiple and weight decay."""
+    own: dict[int, tuple[float, float]] = {}
+    for override in overrides:
+        decay = settings.weight_decay if override.weight_decay is None else override.weight_decay
+        own.update({id(p): (decay, override.lr_scale) for p in override.params})
     groups: dict[tuple[float, float], list] = {}
     for p in model.parameters():
         if p.requires_grad:
-            key = (0.0 if id(p) in skip else settings.weight_decay, scales.get(id(p), 1.0))
-            groups.setdefault(key, []).append(p)
+            groups.setdefault(own.get(id(p), (settings.weight_decay, 1.0)), []).append(p)
     return torch.optim.SGD([{"params": ps, "weight_decay": wd, "lr_scale": scale} for (wd, scale), ps in groups.items()],
                            lr=settings.lr, momentum=settings.momentum)
 
 
 def train_phase(model: nn.Module, loader, device: torch.device, settings: PhaseSettings, *, label: str,
-                hooks: StepHooks | None = None, no_decay: Iterable[nn.Parameter] = (),
-                lr_scales: dict[int, float] | None = None, amp: bool = True, progress: Callable | None = None,
-                state: PhaseState | None = None, checkpoint: Callable[[PhaseState], None] | None = None,
-                checkpoint_every: int = 0, epoch_base: int = 0) -> PhaseStats:
+                hooks: StepHooks | None = None, overrides: Iterable[ParamOverride] = (), amp: bool = True,
+                progress: Callable | None = None, state: PhaseState | None = None,
+                checkpoint: Callable[[PhaseState], None] | None = None, checkpoint_every: int = 0,
+                epoch_base: int = 0) -> PhaseStats:
     """Train `model` for `settings.steps` optimizer steps over `loader` (whose sampler has `set_epoch`).
 
     `state` continues a checkpointed phase at its step; `checkpoint(state)` is called every
@@ -151,7 +156,7 @@ def train_phase(model: nn.Module, loader, device: torch.device, settings: PhaseS
     repeat each other's order. `progress(label, total)` returns `update(advance, **fields)`.
     Raises DivergenceError at the first non-finite loss.
     """
-    optimizer = make_optimizer(model, settings, no_decay, lr_scales)
+    optimizer = make_optimizer(model, settings, overrides)
     step = 0
     if state is not None:
         step = state.step

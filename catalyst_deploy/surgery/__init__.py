@@ -5,5 +5,7 @@ plans and trial cuts; `plan` applies, saves and rebuilds a plan (`plan.json`, no
 `allocation.Budget` decides how many channels each group may lose for a target; `macs` is the one MAC
 counter.
 
-May import: `errors`, `atomic` and torch / torch-pruning. Never a method, the run or the interface.
+May import the layers below it (docs/architecture.md): `inputs`, `render`, the settings layer, `errors`,
+`atomic` (it uses only the last two), torch and torch-pruning. Never `exporters` or anything above: a method,
+a benchmark, the run or the interface.
 """

@@ -172,26 +172,3 @@ def _restore_blocks(mask: torch.Tensor, priority: torch.Tensor, sizes: Sequence[
             if macs >= CLOSE_ENOUGH * target_macs:
                 break
     return mask
-
-
-def channel_multiple(needs_gpu: bool) -> int:
-    """The channel-count multiple that suits a backend's kernels, for `round_to`.
-
-    CPU (ONNX Runtime): the NCHWc block of its convolutions, 16 where the CPU has AVX-512F and 8 otherwise
-    (benchmarks/RESULTS.md, latency section). GPU: 8, the fp16 tensor-core alignment (not measured here).
-    """
-    if needs_gpu:
-        return 8
-    return 16 if "avx512f" in cpu_flags() else 8
-
-
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags from /proc/cpuinfo (empty where it is not readable)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()

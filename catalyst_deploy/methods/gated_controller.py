@@ -1,4 +1,5 @@
-"""Steering Catalyst to a FLOPs target (docs/method.md, "Schedule").
+"""Catalyst's schedule: steering it to a FLOPs target (docs/method.md, "Schedule"). Part of the method: the
+`GatedCatalyst` builds its controller in `start` and calls it after every step.
 
 lambda starts small and grows geometrically, reaching `step_max` at the deadline, while the channels the
 dynamics have already cut off (s = 0) remove too few MACs. Once they remove enough, lambda is held: the
@@ -9,12 +10,14 @@ is then the collapsed channels, trimmed or filled to the target only at the marg
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
-from catalyst_deploy.surgery.allocation import Budget
-from catalyst_deploy.methods.catalyst import CatalystRegularizer
+if TYPE_CHECKING:
+    from catalyst_deploy.methods.catalyst_gated import GatedCatalyst
+    from catalyst_deploy.surgery.allocation import Budget
 
 
 @dataclass
@@ -42,10 +45,10 @@ class Split:
     log_c: list[float]
 
 
-class CatalystController:
+class GatedController:
     """Grows lambda, watches the split, freezes the prune set (see module doc)."""
 
-    def __init__(self, method: CatalystRegularizer, budget: Budget, macs_dense: int, settings, total_steps: int,
+    def __init__(self, method: GatedCatalyst, budget: Budget, macs_dense: int, settings, total_steps: int,
                  base_lr: float):
         self.method, self.budget, self.settings = method, budget, settings
         self.macs_dense, self.total_steps, self.base_lr = macs_dense, total_steps, base_lr
@@ -113,13 +116,16 @@ class CatalystController:
         return macs
 
     def state(self) -> dict:
-        split = None if self.split is None else {k: v for k, v in self.split.__dict__.items() if k != "log_c"}
-        return {"split": split, "trace": [t.__dict__ for t in self.trace]}
+        split = None if self.split is None else {k: v for k, v in asdict(self.split).items() if k != "log_c"}
+        return {"split": split, "trace": [asdict(t) for t in self.trace]}
 
     def state_dict(self) -> dict:
-        return {"holding": self.holding, "trace": [t.__dict__ for t in self.trace], "split": self.split}
+        """Plain containers only (checkpoints are read with weights_only=True)."""
+        return {"holding": self.holding, "trace": [asdict(t) for t in self.trace],
+                "split": None if self.split is None else asdict(self.split)}
 
     def load_state_dict(self, state: dict) -> None:
-        self.holding, self.split = state["holding"], state["split"]
+        self.holding = state["holding"]
+        self.split = None if state["split"] is None else Split(**state["split"])
         self.trace = [ControllerTrace(**t) for t in state["trace"]]
 

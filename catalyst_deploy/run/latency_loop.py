@@ -1,5 +1,5 @@
 """The `--target-latency` loop of `api.prune`: search the MACs share on cut copies of the dense model
-(`latency_target.search_share`), prune to it, check the latency of the exported files, and correct the share
+(`latency.target.search_share`), prune to it, check the latency of the exported files, and correct the share
 when they miss.
 
     report = prune_to_latency(cfg, "runs/r18", progress=None, log=print, prune=api.prune)
@@ -15,12 +15,13 @@ from catalyst_deploy.errors import CatalystDeployError, PartialFailure, UsageErr
 
 
 def prune_to_latency(cfg: PruneConfig, out, progress, log, prune: Callable, max_rounds: int = 3):
-    """`--target-latency`: search the MACs share on cut copies of the dense model (latency_target), prune to
+    """`--target-latency`: search the MACs share on cut copies of the dense model (`latency.target`), prune to
     it with `prune` (`api.prune`), then measure the exported files; a miss re-runs with a corrected share (at
     most `max_rounds` runs)."""
     import dataclasses
 
-    from catalyst_deploy.latency.target import TOLERANCE, in_window, parse_latency_target, search_share
+    from catalyst_deploy.latency.target import TOLERANCE, in_window, search_share
+    from catalyst_deploy.targets import parse_latency_target
 
     from catalyst_deploy.run.pipeline import PruneRun
     from catalyst_deploy.run.ranks import launched
@@ -76,11 +77,12 @@ def _search_priority(cfg: PruneConfig, setup):
     """How the search ranks channels: the method's own ranking when it exists before training (the one-shot
     methods), so that the searched cut is the cut the run makes; otherwise the channels' L2 norms."""
     from catalyst_deploy.surgery.graph import channel_norms
-    from catalyst_deploy.methods import get_method, make_method
+    from catalyst_deploy.method_table import get_method
+    from catalyst_deploy.methods import make_method
 
     if not get_method(cfg.method).regularized and cfg.method != "taylor":  # taylor needs gradients first
         method = make_method(cfg)
-        method.start(setup.graph, setup.budget)
+        method.start(setup.graph, setup.budget, steps=0)  # ranked before any training
         return method.priority()
     return -channel_norms(setup.graph.producer_slices(), setup.graph.num_channels)
 
@@ -93,8 +95,8 @@ def _latency_config(cfg: PruneConfig, target, out) -> PruneConfig:
     import dataclasses
     import math
 
-    from catalyst_deploy.surgery.allocation import channel_multiple
-    from catalyst_deploy.bench.backends import get_backend
+    from catalyst_deploy.bench.environment import channel_multiple
+    from catalyst_deploy.formats import get_backend
 
     backend = get_backend(cfg.latency_backend)
     round_to = math.lcm(cfg.round_to or 1, channel_multiple(backend.needs_gpu))
