@@ -24,10 +24,11 @@ def prune(cfg: PruneConfig, progress: Callable | None = None, log: Callable[[str
     """Run the whole pipeline of `cfg`, writing its outputs to `cfg.out`; returns the `report.PruneReport`.
 
     The model, data, target and export formats are checked before the output folder is touched. The folder
-    must be new, empty or an earlier run of this tool (`rundir`); `cfg.resume` continues an interrupted run
-    from its checkpoint. A failed run removes the files it wrote (keeping checkpoints), and nothing else.
+    must be new, empty or an earlier run of this tool (`rundir`); `cfg.resume` continues an unfinished run
+    from its checkpoint. A failed run keeps what it wrote (checkpoints; once trained, the model files), so that
+    `cfg.resume` can finish it, and touches nothing else.
     Raises UsageError for bad input, CatalystDeployError when the job fails, PartialFailure (after writing
-    everything else) when an export failed.
+    everything else) when an export failed, Interrupted on SIGINT/SIGTERM (saying what is kept).
     """
     from catalyst_deploy.run import distributed
     from catalyst_deploy.inputs.data import spec_path
@@ -48,13 +49,14 @@ def prune(cfg: PruneConfig, progress: Callable | None = None, log: Callable[[str
     try:
         report = run.run(setup, folder)
     except BaseException:
-        folder.discard(keep_checkpoints=True)
+        folder.fail(remove_written=False)  # what it wrote (checkpoints, the model) is what --resume continues from
         raise
     failed = {fmt: e["error"] for fmt, e in report.exports.items() if "error" in e}
     folder.finish("done" if not failed else "failed")
     if failed:
-        raise PartialFailure(f"pruned model written to {out}, but export failed: "
-                             + "; ".join(f"{fmt}: {msg}" for fmt, msg in failed.items()))
+        from catalyst_deploy.run.outputs import kept_message
+
+        raise PartialFailure(kept_message(folder, "export " + "; ".join(f"{fmt}: {msg}" for fmt, msg in failed.items())))
     return report
 
 
@@ -97,7 +99,12 @@ def export(model, fmt: str, out: str | Path, *, input_shape: tuple[int, ...] | N
     model = _run_folder_model(model)
     kwargs = (options or ExportOptions()).for_format(fmt)
     check_export_targets(output_paths(fmt, out, plan is not None), model, calib_data, overwrite)
-    meta = read_model_meta(model) if isinstance(model, (str, Path)) and Path(model).exists() else None
+    try:
+        meta = read_model_meta(model) if isinstance(model, (str, Path)) and Path(model).exists() else None
+    except UsageError:
+        if example is None and not input_shape:
+            raise
+        meta = None  # a broken model.json beside the model is not needed when the shape is given
     if example is None and not input_shape:
         if not meta:
             raise UsageError("the input shape is needed to trace the model: give it (CLI: --input-shape N,C,H,W, "
@@ -156,7 +163,7 @@ def bench(pruned, baseline=None, options=None, out_dir: str | Path | None = None
             write_bench_files(report, folder.path, folder)
     except BaseException:
         if folder is not None:
-            folder.discard(keep_checkpoints=False)
+            folder.fail(remove_written=True)
         raise
     if folder is not None:
         folder.finish()
@@ -173,14 +180,16 @@ def env_report() -> dict:
 
 def _run_folder_model(model):
     """A run folder stands for its pruned.pt."""
-    if isinstance(model, (str, Path)) and Path(model).is_dir() and (Path(model) / "pruned.pt").is_file():
+    if isinstance(model, (str, Path)) and Path(model).is_dir() and _regular_file(Path(model) / "pruned.pt"):
         return Path(model) / "pruned.pt"
     return model
 
 
 def _run_folder_pair(folder: Path, options):
-    """(pruned, dense, options) for a run folder: its exported ONNX files when there, else pruned.pt against
-    the source model; the input shape from its model.json."""
+    """(pruned, dense, options) for a run folder: its exported files when there, else pruned.pt against the
+    source model rebuilt by name; the input shape from its model.json. The folder's files are data: the
+    source model is built only when model.json names a built-in architecture (zoo, torchvision, timm), never
+    a factory or a file."""
     import dataclasses
 
     from catalyst_deploy.run.outputs import read_model_meta
@@ -192,12 +201,36 @@ def _run_folder_pair(folder: Path, options):
         options = dataclasses.replace(options, input_shape=tuple(meta["input_shape"][1:]))
     for stem_pruned, stem_dense in (("model.onnx", "dense.onnx"), ("model.engine", "dense.engine"),
                                     ("model.pt", "dense.pt")):
-        if (folder / stem_pruned).is_file() and (folder / stem_dense).is_file():
+        if _regular_file(folder / stem_pruned) and _regular_file(folder / stem_dense):
             return folder / stem_pruned, folder / stem_dense, options
+    source = meta.get("source_model", "")
+    if not _builtin_architecture(source):
+        raise UsageError(f"{folder}/model.json names the source model {source[:80]!r}, which bench does not build "
+                         "from a folder's file (only zoo:, torchvision: and timm: names): pass the dense model as "
+                         "--baseline")
     from catalyst_deploy.inputs.models import load_model
 
-    dense = load_model(meta["source_model"], num_classes=meta["num_classes"], in_channels=meta["channels"])
-    return folder / "pruned.pt", dense, dataclasses.replace(options, trust_pickle=options.trust_pickle)
+    dense = load_model(source, num_classes=meta.get("num_classes"), in_channels=meta.get("channels"))
+    return folder / "pruned.pt", dense, options
+
+
+def _builtin_architecture(spec: str) -> bool:
+    """Whether `spec` names an architecture of a fixed table (the zoo's, torchvision's, timm's registry),
+    which builds a model by name without importing or calling anything the name chooses."""
+    import re
+
+    prefix, sep, name = spec.partition(":")
+    if not sep or not re.fullmatch(r"[A-Za-z0-9_.\-]{1,100}", name):
+        return False
+    if prefix == "zoo":
+        from catalyst_deploy.inputs import zoo
+
+        return name in zoo.__all__ and name[0].islower()  # the factories, not the classes
+    return prefix in ("torchvision", "timm")
+
+
+def _regular_file(path: Path) -> bool:
+    return path.is_file() and not path.is_symlink()
 
 
 def _module_of(model, trust_pickle: bool):

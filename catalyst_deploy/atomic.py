@@ -47,8 +47,25 @@ def write_text(target: str | Path, text: str) -> Path:
 
 def torch_save(obj, target: str | Path) -> Path:
     """`torch.save(obj, target)` atomically."""
+    with atomic_path(target) as tmp:
+        torch_save_file(obj, tmp, shown=target)
+    return Path(target)
+
+
+def torch_save_file(obj, path: str | Path, shown: str | Path | None = None) -> None:
+    """`torch.save(obj, path)`, with a failed write (a full disk, a file size limit) as a one-line
+    CatalystDeployError naming `shown` (the file the temp `path` stands for): torch reports it as a
+    RuntimeError from its zip writer ("[enforce fail at inline_container.cc ...]")."""
     import torch
 
-    with atomic_path(target) as tmp:
-        torch.save(obj, tmp)
-    return Path(target)
+    from catalyst_deploy.errors import CatalystDeployError
+
+    try:
+        with open(path, "wb") as f:  # a file object: torch names the archive inside "archive", not after the temp
+            torch.save(obj, f)      # file's random name, so the same model gives the same bytes
+    except RuntimeError as err:
+        text = str(err)
+        if "inline_container" not in text and "PytorchStreamWriter" not in text:
+            raise
+        raise CatalystDeployError(f"cannot write {shown or path}: the write failed ({text.splitlines()[0][:120]}): "
+                                  "check the free space and the file size limit (ulimit -f)") from None

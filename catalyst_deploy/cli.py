@@ -221,26 +221,33 @@ def _echo_json(data: dict) -> None:
 
 def main() -> None:
     """Console-script entry point: the one error boundary around every command."""
-    from catalyst_deploy.errors import CatalystDeployError
+    import signal
+
+    from catalyst_deploy.errors import CatalystDeployError, StopSignal, raising_on_stop_signals
 
     try:
-        code = app(standalone_mode=False)  # returns typer.Exit's code instead of exiting
+        with raising_on_stop_signals() as stops:  # SIGTERM too unwinds: temp folders go, a run says what it kept
+            code = app(standalone_mode=False)  # returns typer.Exit's code instead of exiting
     except SystemExit:
         raise
     except CatalystDeployError as err:
+        if STATE["debug"] and err.__cause__ is not None:
+            raise
         typer.echo(f"error: {err}", err=True)
         raise SystemExit(err.exit_code) from None
-    except KeyboardInterrupt:
-        typer.echo("error: interrupted", err=True)
-        raise SystemExit(130) from None
+    except (KeyboardInterrupt, typer.Abort) as err:  # click turns a KeyboardInterrupt into Abort
+        stop = err.__cause__ if isinstance(err, typer.Abort) else err
+        if not isinstance(stop, KeyboardInterrupt):
+            typer.echo("error: aborted", err=True)
+            raise SystemExit(1) from None
+        name = stop.name if isinstance(stop, StopSignal) else "SIGINT"
+        typer.echo(f"error: interrupted by {name}", err=True)
+        raise SystemExit(128 + int(getattr(signal, name))) from None
     except OSError as err:  # a full or read-only disk, a permission: the system's words and the path
         if STATE["debug"]:
             raise
         where = f" ({err.filename})" if getattr(err, "filename", None) else ""
         typer.echo(f"error: {err.strerror or err}{where}: check the path and free space", err=True)
-        raise SystemExit(1) from None
-    except typer.Abort:
-        typer.echo("error: aborted", err=True)
         raise SystemExit(1) from None
     except Exception as err:  # noqa: BLE001 - the boundary: one line, the traceback only on request
         if callable(getattr(err, "show", None)) and isinstance(getattr(err, "exit_code", None), int):
@@ -251,6 +258,9 @@ def main() -> None:
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         typer.echo(f"error: unexpected {type(err).__name__}: {first} (run with --debug for the traceback)", err=True)
         raise SystemExit(1) from None
+    if code == 130 and stops:  # Typer ended the command on the StopSignal of a signal
+        typer.echo(f"error: interrupted by {stops[-1]}", err=True)
+        raise SystemExit(128 + int(getattr(signal, stops[-1])))
     if isinstance(code, int) and code:
         raise SystemExit(code)
 

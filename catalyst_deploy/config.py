@@ -9,12 +9,14 @@ three. Importing this module loads no torch.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from catalyst_deploy.errors import UsageError, did_you_mean
-from catalyst_deploy.settings import build, default_text as _default_text, setting
+from catalyst_deploy.settings import (MAX_BENCH_BATCH, MAX_BENCH_RUNS, MAX_BENCH_SECONDS, build,
+                                      default_text as _default_text, setting, shown)
 from catalyst_deploy.targets import FlopsTarget, parse_flops_target, parse_latency_target
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
@@ -89,10 +91,10 @@ class BenchSettings:
     """`--bench`: dense against pruned latency after the export."""
 
     enabled: bool = setting(False, "benchmark dense vs pruned latency")
-    batches: tuple[int, ...] = setting((1, 8), "batch sizes")
+    batches: tuple[int, ...] = setting((1, 8), "batch sizes", lo=1, hi=MAX_BENCH_BATCH)
     threads: int | None = setting(None, "ONNX Runtime / torch CPU threads (None: the runtime's)", lo=1)
-    min_time_s: float = setting(1.0, "least seconds of timed runs per model and batch", lo=0.0)
-    min_runs: int = setting(20, "least timed runs per model and batch", lo=1)
+    min_time_s: float = setting(1.0, "least seconds of timed runs per model and batch", lo=0.0, hi=MAX_BENCH_SECONDS)
+    min_runs: int = setting(20, "least timed runs per model and batch", lo=1, hi=MAX_BENCH_RUNS)
 
 
 @dataclass(frozen=True)
@@ -114,11 +116,11 @@ class PruneConfig:
     max_layer_ratio: float = setting(0.9, "remove at most this share of any group's channels", lo=0.0, hi=1.0,
                                      lo_open=True, hi_open=True)
     pretrain_epochs: float = setting(0.0, "dense training before pruning", lo=0.0)
-    pretrain_lr: float = setting(0.1, "learning rate of the dense training", lo=0.0, lo_open=True)
+    pretrain_lr: float = setting(0.1, "learning rate of the dense training", lo=0.0, hi=1e6, lo_open=True)
     reg_epochs: float = setting(2.0, "epochs of the regularized phase (plain fine-tuning for one-shot methods)",
                                 lo=0.0)
     recover_epochs: float = setting(2.0, "epochs of recovery fine-tuning after the cut", lo=0.0)
-    lr: float = setting(0.01, "learning rate", lo=0.0, lo_open=True)
+    lr: float = setting(0.01, "learning rate", lo=0.0, hi=1e6, lo_open=True)
     momentum: float = setting(0.9, "SGD momentum", lo=0.0, hi=1.0, hi_open=True)
     weight_decay: float = setting(5e-4, "weight decay", lo=0.0)
     batch_size: int = setting(128, "batch size", lo=1)
@@ -201,10 +203,13 @@ def load_config(recipe: str | None = None, **overrides: Any) -> PruneConfig:
     """A PruneConfig from a recipe plus overrides (None overrides are ignored); validates everything."""
     values = read_recipe(recipe) if recipe else {}
     given = {k: v for k, v in overrides.items() if v is not None}
-    sections = {name: dict(values.pop(name, None) or {}) for name in SECTIONS}
-    for name, section in list(sections.items()):
-        if not isinstance(section, dict):
-            raise UsageError(f"setting {name!r} must be a mapping of its own settings")
+    sections = {}
+    for name in SECTIONS:
+        section = values.pop(name, None)
+        if section is not None and not isinstance(section, dict):
+            raise UsageError(f"recipe setting {name!r} must be a mapping of its own settings (e.g. {name}: "
+                             f"{{{dataclasses.fields(SECTIONS[name])[0].name}: ...}}), got {shown(section)}")
+        sections[name] = dict(section or {})
     for key, value in list(given.items()):
         if key in FLAT_ALIASES:
             section, name = FLAT_ALIASES[key]
@@ -212,7 +217,7 @@ def load_config(recipe: str | None = None, **overrides: Any) -> PruneConfig:
         elif key in ("export", "bench") and not isinstance(value, dict):  # --export onnx,trt / --bench
             sections[key]["formats" if key == "export" else "enabled"] = given.pop(key)
         elif key in SECTIONS and not isinstance(value, dict):
-            raise UsageError(f"setting {key!r} must be a mapping of its own settings, got {value!r}")
+            raise UsageError(f"setting {key!r} must be a mapping of its own settings, got {shown(value)}")
         elif key in SECTIONS:
             sections[key].update(given.pop(key))
     values.update(given)

@@ -1,5 +1,7 @@
 """Typed errors. The CLI turns each into a one-line message and an exit code (1: the job failed, 2: bad usage)."""
 
+import contextlib
+
 
 class CatalystDeployError(Exception):
     """Base class: something the user can act on; printed as one line, exit code 1."""
@@ -15,6 +17,53 @@ class UsageError(CatalystDeployError):
 
 class PartialFailure(CatalystDeployError):
     """The model was pruned and written, but an export or the benchmark failed (exit code 1)."""
+
+
+class Interrupted(CatalystDeployError):
+    """SIGINT / SIGTERM stopped the job; the message says what is kept and how to continue. Exit code 128 +
+    the signal's number (130 for Ctrl-C, 143 for SIGTERM)."""
+
+    def __init__(self, message: str, signal_name: str = "SIGINT"):
+        import signal
+
+        super().__init__(message)
+        self.exit_code = 128 + int(getattr(signal, signal_name, signal.SIGINT))
+
+
+class StopSignal(KeyboardInterrupt):
+    """SIGINT or SIGTERM, raised where the process is (`raising_on_stop_signals`), so that every `finally` and
+    `with` block on the way out runs: temp folders are removed, atomic writes leave no temp file."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.name = name
+
+
+@contextlib.contextmanager
+def raising_on_stop_signals():
+    """SIGINT and SIGTERM raise StopSignal inside this block (SIGTERM would otherwise end the process at once,
+    skipping every cleanup); yields a list that gets the name of each signal that came (a caller may swallow
+    the exception: Typer turns a KeyboardInterrupt into exit code 130). Does nothing outside the main
+    thread, where handlers cannot be set."""
+    import signal
+
+    received: list[str] = []
+
+    def stop(signum, _frame):
+        received.append(signal.Signals(signum).name)
+        raise StopSignal(received[-1])
+
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.signal(sig, stop)
+        except ValueError:  # not the main thread
+            pass
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class MissingDependency(CatalystDeployError):

@@ -13,6 +13,12 @@ from pathlib import Path
 
 from catalyst_deploy.errors import UsageError, did_you_mean
 
+FLOAT32_MAX = 3.4028234663852886e38
+# bounds of the benchmark's settings, so that no value asks for unbounded work (bench.harness holds to them too)
+MAX_BENCH_BATCH = 65536
+MAX_BENCH_SECONDS = 3600.0
+MAX_BENCH_RUNS = 1_000_000
+
 
 def setting(default, help: str = "", *, lo=None, hi=None, lo_open=False, hi_open=False, choices=None, factory=None):
     """A dataclass field with its help text and the range or choices `validate` enforces."""
@@ -28,7 +34,9 @@ def build(cls, values: dict, prefix: str = ""):
     hints = typing.get_type_hints(cls)
     unknown = [k for k in values if k not in fields]
     if unknown:
-        raise UsageError(f"unknown setting {prefix}{unknown[0]!r}{did_you_mean(unknown[0], fields)}")
+        name = unknown[0]
+        hint = did_you_mean(name, fields) if isinstance(name, str) else ""
+        raise UsageError(f"unknown setting {prefix}{shown(name)}{hint}")
     coerced = {}
     for name, value in values.items():
         if dataclasses.is_dataclass(value):
@@ -63,8 +71,9 @@ def _coerce(value, hint, name: str):
             if isinstance(value, bool):
                 raise ValueError
             number = float(value)
-            if not math.isfinite(number):
-                raise UsageError(f"setting {name} must be a finite number, got {value!r}")
+            if not math.isfinite(number) or abs(number) > FLOAT32_MAX:
+                raise UsageError(f"setting {name} must be a finite number (training runs in float32: at most "
+                                 f"{FLOAT32_MAX:.3g} in size), got {shown(value)}")
             return number
         if base is Path:
             return Path(value)
@@ -72,9 +81,18 @@ def _coerce(value, hint, name: str):
             if not isinstance(value, (str, int, float)) or isinstance(value, bool):
                 raise ValueError
             return str(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"setting {name} must be {_type_name(base)}, got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise UsageError(f"setting {name} must be {_type_name(base)}, got {shown(value)}") from None
     return value
+
+
+def shown(value, limit: int = 60) -> str:
+    """A value for an error message, bounded in size whatever it is (a recipe's YAML aliases can make a
+    small file stand for a structure with billions of items: repr would never end)."""
+    import reprlib
+
+    text = reprlib.repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _as_bool(value, name: str) -> bool:
@@ -85,7 +103,7 @@ def _as_bool(value, name: str) -> bool:
         return True
     if text in ("0", "false", "no", "off"):
         return False
-    raise UsageError(f"setting {name} must be true or false, got {value!r}")
+    raise UsageError(f"setting {name} must be true or false, got {shown(value)}")
 
 
 def _type_name(base) -> str:
@@ -99,14 +117,14 @@ def _check_range(value, meta, name: str) -> None:
     values = value if isinstance(value, tuple) else (value,)
     for v in values:
         if meta.get("choices") and v not in meta["choices"]:
-            raise UsageError(f"setting {name} must be one of {', '.join(meta['choices'])}, got {v!r}")
+            raise UsageError(f"setting {name} must be one of {', '.join(meta['choices'])}, got {shown(v)}")
         if not isinstance(v, (int, float)) or isinstance(v, bool):
             continue
         lo, hi = meta.get("lo"), meta.get("hi")
         if lo is not None and (v < lo or (meta.get("lo_open") and v == lo)):
-            raise UsageError(f"setting {name} must be {'>' if meta.get('lo_open') else '>='} {lo:g}, got {v!r}")
+            raise UsageError(f"setting {name} must be {'>' if meta.get('lo_open') else '>='} {lo:g}, got {shown(v)}")
         if hi is not None and (v > hi or (meta.get("hi_open") and v == hi)):
-            raise UsageError(f"setting {name} must be {'<' if meta.get('hi_open') else '<='} {hi:g}, got {v!r}")
+            raise UsageError(f"setting {name} must be {'<' if meta.get('hi_open') else '<='} {hi:g}, got {shown(v)}")
 
 
 def default_text(name: str, cls) -> str:

@@ -96,7 +96,7 @@ def test_ranks_other_than_0_get_a_folder_that_refuses_writes(tmp_path):
     with pytest.raises(RuntimeError, match="only rank 0 writes"):
         folder.write_text("plan.json", "{}")
     folder.finish()
-    folder.discard(keep_checkpoints=True)
+    folder.fail(remove_written=False)
     assert folder.file("plan.json") == tmp_path / "run" / "plan.json" and not (tmp_path / "run").exists()
 
 
@@ -106,7 +106,12 @@ def test_resume_refuses_a_checkpoint_of_another_number_of_processes(tmp_path):
 
     folder = claim_run_folder(tmp_path / "run")
     config = {"model": "zoo:tiny_cnn", "batch_size": 32}
-    Checkpointer(folder, config, world_size=2).save({"phase": "regularize"})
+    from catalyst_deploy.inputs.zoo import tiny_cnn
+    from catalyst_deploy.run.train import PhaseState
+
+    payload = {"phase": "regularize", "state": PhaseState(step=0, optimizer=None), "model": tiny_cnn().state_dict(),
+               "report": {}}  # what a run saves (a bare {"phase": ...} is refused as not a checkpoint of this tool)
+    Checkpointer(folder, config, world_size=2).save(payload)
     assert Checkpointer(folder, config, world_size=2).load()["world_size"] == 2
     with pytest.raises(UsageError, match=r"made by 2 process\(es\) and this one has 1: resume with 2"):
         Checkpointer(folder, config, world_size=1).load()

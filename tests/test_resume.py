@@ -22,8 +22,9 @@ def start(out: Path, *extra: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for_checkpoint(out: Path, proc: subprocess.Popen, after_steps: int, timeout: float = 300) -> None:
-    """Until the run has saved a checkpoint past `after_steps` optimizer steps of its first phase."""
+def wait_for_checkpoint(out: Path, proc: subprocess.Popen, after_steps: int, timeout: float = 300,
+                        phases: tuple[str, ...] = ("pretrain", "regularize", "recover", "trained")) -> None:
+    """Until the run has saved a checkpoint past `after_steps` optimizer steps of one of `phases`."""
     import torch
 
     deadline = time.time() + timeout
@@ -32,8 +33,8 @@ def wait_for_checkpoint(out: Path, proc: subprocess.Popen, after_steps: int, tim
         assert proc.poll() is None, proc.communicate()
         if path.is_file():
             try:
-                state = torch.load(path, map_location="cpu", weights_only=False)["state"]
-                if state.step >= after_steps:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+                if state["phase"] in phases and state["state"]["step"] >= after_steps:
                     return
             except Exception:  # caught mid-replace: try again
                 pass
@@ -41,10 +42,11 @@ def wait_for_checkpoint(out: Path, proc: subprocess.Popen, after_steps: int, tim
     raise AssertionError("no checkpoint in time")
 
 
-def interrupt(out: Path, sig: int, after_steps: int) -> subprocess.Popen:
-    """Start a run into `out` and send it `sig` once it has checkpointed past `after_steps` steps."""
+def interrupt(out: Path, sig: int, after_steps: int, *phases: str) -> subprocess.Popen:
+    """Start a run into `out` and send it `sig` once it has checkpointed past `after_steps` steps (of one of
+    `phases`, when given)."""
     proc = start(out)
-    wait_for_checkpoint(out, proc, after_steps)
+    wait_for_checkpoint(out, proc, after_steps, **({"phases": phases} if phases else {}))
     proc.send_signal(sig)
     return proc
 
@@ -101,3 +103,49 @@ def test_resume_with_other_settings_is_refused_with_the_keys_named(tmp_path):
     result = resume(out, "--lr", "0.05", timeout=300)
     assert result.returncode == 2 and "lr" in result.stderr and "other settings" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_a_stop_during_recovery_then_resume_gives_the_same_plan_and_accuracy(tmp_path, uninterrupted, sig):
+    """After the cut the checkpoints carry the mask, so the pruned model is rebuilt and continued (it was
+    KeyError 'mask', after the run had said how to resume)."""
+    out = tmp_path / "recovering"
+    proc = interrupt(out, sig, 5, "recover")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == (130 if sig == signal.SIGINT else -9), err[-2000:]
+    again = resume(out)
+    assert again.returncode == 0, again.stderr[-3000:]
+    plan, report = finished(out)
+    assert plan["layers"] == uninterrupted[0]["layers"]
+    assert report["accuracy"] == uninterrupted[1]["accuracy"] and report["steps"] == uninterrupted[1]["steps"]
+
+
+PAYLOAD = """
+import os, sys, torch
+class Payload:
+    def __reduce__(self):
+        return (os.system, ("touch " + sys.argv[2],))
+torch.save({"phase": "regularize", "state": Payload()}, sys.argv[1])
+"""
+
+
+@pytest.mark.slow
+def test_a_crafted_checkpoint_runs_no_code_and_a_failed_resume_deletes_nothing(tmp_path):
+    import torch
+
+    out, marker = tmp_path / "crafted", tmp_path / "payload-ran"
+    interrupt(out, signal.SIGKILL, 5).wait(timeout=60)
+    crafted = tmp_path / "crafted.pt"
+    subprocess.run([sys.executable, "-c", PAYLOAD, str(crafted), str(marker)], check=True)
+    torch.load(crafted, weights_only=False)  # the payload is real: a full unpickle runs it
+    assert marker.exists()
+    marker.unlink()
+    (out / "checkpoints" / "last.pt").write_bytes(crafted.read_bytes())
+    # the tool's own bookkeeping (its marker, and the lock the killed run left) may change; nothing else
+    own = {".catalyst-deploy-run.json", ".catalyst-deploy-run.lock"}
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name not in own}
+    result = resume(out, timeout=300)
+    assert result.returncode == 2 and "--resume" in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert not marker.exists()
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name not in own} == before

@@ -15,6 +15,7 @@ from catalyst_deploy.bench.artifacts import ModelArtifact, load_artifact, sample
 from catalyst_deploy.bench.backends import load_for_backend, unavailable_reason
 from catalyst_deploy.bench.report import BenchReport, BenchRow, machine_summary
 from catalyst_deploy.bench.stats import LatencyStats
+from catalyst_deploy.settings import MAX_BENCH_BATCH, MAX_BENCH_RUNS, MAX_BENCH_SECONDS
 from catalyst_deploy.errors import CatalystDeployError, UsageError
 from catalyst_deploy.formats import get_backend
 
@@ -52,8 +53,14 @@ class BenchOptions:
             raise UsageError(f"batch sizes must be >= 1, got {list(self.batches)}")
         if self.threads is not None and self.threads < 1:
             raise UsageError(f"threads must be >= 1, got {self.threads}")
-        if self.min_runs < 1 or self.min_time_s < 0 or self.warmup < 0:
-            raise UsageError("need min_runs >= 1, min_time_s >= 0 and warmup >= 0")
+        if max(self.batches) > MAX_BENCH_BATCH:
+            raise UsageError(f"batch sizes must be <= {MAX_BENCH_BATCH}, got {list(self.batches)}")
+        if not (1 <= self.min_runs <= MAX_BENCH_RUNS and 0 <= self.warmup <= MAX_BENCH_RUNS):
+            raise UsageError(f"need 1 <= min_runs <= {MAX_BENCH_RUNS} and 0 <= warmup <= {MAX_BENCH_RUNS}, got "
+                             f"{self.min_runs} and {self.warmup}")
+        if not 0 <= self.min_time_s <= MAX_BENCH_SECONDS:  # also false for nan
+            raise UsageError(f"min_time_s must be a number of seconds from 0 to {MAX_BENCH_SECONDS:g}, got "
+                             f"{self.min_time_s}")
         if self.precision not in PRECISIONS:
             raise UsageError(f"unknown precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
 

@@ -11,7 +11,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from catalyst_deploy.errors import UsageError
-from catalyst_deploy.atomic import atomic_path
+from catalyst_deploy.atomic import atomic_path, torch_save_file
 from catalyst_deploy.exporters.validation import OutputCheck, check_outputs
 
 PLAN_FILENAME = "plan.json"
@@ -41,8 +41,8 @@ def save_torch_module(model, example, path: str | Path, *, plan: dict | None = N
     paths = torch_artifact_paths(path)
     with ExitStack() as stack, eval_mode(model):
         tmp = {key: stack.enter_context(atomic_path(p)) for key, p in paths.items() if key != "plan" or plan_text}
-        torch.save(model, tmp["module"])
-        torch.save(model.state_dict(), tmp["state_dict"])
+        torch_save_file(model, tmp["module"], paths["module"])
+        torch_save_file(model.state_dict(), tmp["state_dict"], paths["state_dict"])
         if plan_text:
             tmp["plan"].write_text(plan_text)
         reloaded = torch.load(tmp["module"], weights_only=False, map_location=example.device)  # our own file

@@ -264,6 +264,9 @@ def _imagefolder_splits(
     train_tf = T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), *finish])
     test_tf = T.Compose([T.Resize(round(min(size) / IMAGEFOLDER_RESIZE_RATIO)), T.CenterCrop(size), *finish])
     train = image_folder(root / "train", train_tf)
+    if len(train.classes) < 2:  # one class: every prediction right, and nothing learned or measured
+        raise UsageError(f"imagefolder:{root} has {len(train.classes)} class folder(s) in train/ "
+                         f"({', '.join(train.classes)}): a classifier needs at least 2, one folder per class")
     test = image_folder(root / "val", test_tf, classes=train.classes)
     train_unaugmented = image_folder(root / "train", test_tf)
     return DataSplits(train, test, dataclasses.replace(info, num_classes=len(train.classes))), train_unaugmented

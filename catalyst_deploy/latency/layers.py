@@ -123,15 +123,14 @@ def _profiled_conv_times(model, x, threads: int | None, runs: int) -> dict[tuple
         options.intra_op_num_threads = threads
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.enable_profiling = True
-    options.profile_file_prefix = os.path.join(tempfile.mkdtemp(prefix="catalyst-deploy-profile-"), "ort")
-    session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
-    feeds = {"input": x.cpu().numpy()}
-    for _ in range(runs):
-        session.run(None, feeds)
-    path = session.end_profiling()
-    with open(path) as f:
-        events = json.load(f)
-    os.remove(path)
+    with tempfile.TemporaryDirectory(prefix="catalyst-deploy-profile-") as workdir:  # removed however this ends
+        options.profile_file_prefix = os.path.join(workdir, "ort")
+        session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+        feeds = {"input": x.cpu().numpy()}
+        for _ in range(runs):
+            session.run(None, feeds)
+        with open(session.end_profiling()) as f:
+            events = json.load(f)
     times = collections.defaultdict(list)
     for event in events:
         args = event.get("args", {})

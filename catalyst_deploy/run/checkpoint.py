@@ -1,9 +1,11 @@
 """Checkpoints of a prune run, so that a killed or interrupted run continues where it stopped.
 
 One file, `checkpoints/last.pt` in the run folder, written atomically at an interval and at every phase
-end: the phase and its step, the model's state (and the plan once cut), the optimizer, the method's state
-(`PruningMethod.state_dict`), the RNG states, the partial report, and a hash of the settings that decide the
-result. `prune --resume OUT` refuses a checkpoint made with other settings, naming the keys that differ.
+end: the phase and its step, the model's state (and, once cut, the mask the plan is made from again), the
+optimizer, the method's state (`PruningMethod.state_dict`), the RNG states, the partial report, and a hash of
+the settings that decide the result, all as tensors and plain containers. It is read with
+`torch.load(weights_only=True)`: a crafted file runs no code, and one that is not what `save` writes is refused.
+`prune --resume OUT` refuses a checkpoint made with other settings, naming the keys that differ.
 SIGINT and SIGTERM save a checkpoint at the next step boundary and stop with a one-line message.
 Under torchrun only rank 0 saves (`enabled`); the checkpoint records the number of processes, and a resume
 with another number is refused (the per-rank batch and the data shards depend on it).
@@ -11,6 +13,7 @@ with another number is refused (the per-rank batch and the data shards depend on
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import random
@@ -18,19 +21,14 @@ import signal
 from contextlib import contextmanager
 from collections.abc import Iterator
 
-from catalyst_deploy.errors import CatalystDeployError, UsageError
+from catalyst_deploy.errors import Interrupted, UsageError  # noqa: F401 (Interrupted re-exported)
 from catalyst_deploy.run.rundir import CHECKPOINTS, RunFolder
 
 CHECKPOINT = f"{CHECKPOINTS}/last.pt"
+PHASES = ("pretrain", "regularize", "recover", "trained")  # the phases a checkpoint is written in (phases.ORDER)
 # settings that do not change what a run computes: they may differ on --resume
 NOT_DECIDING = {"out", "overwrite", "resume", "threads", "workers", "checkpoint_every", "export", "bench",
                 "record_every"}
-
-
-class Interrupted(CatalystDeployError):
-    """SIGINT / SIGTERM: a checkpoint was saved; the message says how to continue."""
-
-    exit_code = 130
 
 
 def deciding_settings(config: dict) -> dict:
@@ -59,6 +57,27 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def payload_problem(payload) -> str | None:
+    """What a loaded checkpoint lacks of what `Checkpointer.save` writes, or None."""
+    import torch
+
+    if not isinstance(payload, dict):
+        return "not a mapping"
+    state, model, rng = payload.get("state"), payload.get("model"), payload.get("rng")
+    if payload.get("phase") not in PHASES:
+        return "no phase it knows"
+    if not (isinstance(state, dict) and set(state) == {"step", "optimizer"} and isinstance(state["step"], int)
+            and state["step"] >= 0 and isinstance(state["optimizer"], (dict, type(None)))):
+        return "no phase state"
+    if not (isinstance(model, dict) and all(isinstance(v, torch.Tensor) for v in model.values())):
+        return "no model state dict"
+    if not (isinstance(rng, dict) and isinstance(rng.get("torch"), torch.Tensor) and isinstance(rng.get("python"), tuple)):
+        return "no random-number state"
+    if not isinstance(payload.get("report"), dict):
+        return "no report"
+    return None
+
+
 class Checkpointer:
     """Saves and loads the run's checkpoint through its RunFolder; watches SIGINT/SIGTERM. `enabled`: whether
     `save` writes (rank 0 only under torchrun); `world_size`: the number of processes of this run."""
@@ -67,28 +86,47 @@ class Checkpointer:
         self.folder, self.config, self.enabled, self.world_size = folder, config, enabled, world_size
         self.hash = settings_hash(config)
         self.stop_requested: str | None = None
+        self.carried: dict = {}
+
+    def carry(self, **values) -> None:
+        """Put `values` into every later checkpoint (after the cut: the mask, which a resume needs to cut the
+        dense model again before it loads the pruned weights)."""
+        self.carried.update(values)
 
     def save(self, payload: dict) -> None:
-        import torch
+        from catalyst_deploy.atomic import torch_save_file
 
         if not self.enabled:
             return
-        payload = {**payload, "settings_hash": self.hash, "settings": deciding_settings(self.config),
+        state = payload.get("state")
+        if dataclasses.is_dataclass(state):  # plain containers only: the file is read with weights_only=True
+            payload = {**payload, "state": dataclasses.asdict(state)}
+        payload = {**self.carried, **payload, "settings_hash": self.hash, "settings": deciding_settings(self.config),
                    "rng": rng_state(), "world_size": self.world_size}
-        self.folder.write_with(CHECKPOINT, lambda tmp: torch.save(payload, tmp))
+        self.folder.write_with(CHECKPOINT, lambda tmp: torch_save_file(payload, tmp, self.folder.file(CHECKPOINT)))
 
     def load(self) -> dict:
-        """The checkpoint of the run being resumed; UsageError when it is missing, made with other settings or
-        by another number of processes."""
+        """The checkpoint of the run being resumed, read with `weights_only=True` (state dicts, tensors, plain
+        containers: a crafted file runs no code); UsageError when it is missing, not such a file, made with other
+        settings or by another number of processes."""
         import torch
 
+        from catalyst_deploy.run.train import PhaseState
+
         path = self.folder.file(CHECKPOINT)
-        if not path.is_file():
+        if not path.is_file() or path.is_symlink():
             raise UsageError(f"--resume: {self.folder.path} has no checkpoint to continue from")
         try:
-            payload = torch.load(path, map_location="cpu", weights_only=False)  # written by this tool, in its folder
-        except Exception as err:  # a truncated file: the atomic writer makes this unlikely
-            raise UsageError(f"--resume: cannot read {path}: {str(err).splitlines()[0]}") from None
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # truncated, not a torch file, or holding objects only a full unpickle builds
+            first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+            raise UsageError(f"--resume: {path} is not a checkpoint this tool can read ({first}); it is never "
+                             "unpickled in full, which could run code from it: start over with --overwrite") from None
+        problem = payload_problem(payload)
+        if problem:
+            raise UsageError(f"--resume: {path} is not a checkpoint this tool wrote ({problem}): start over with "
+                             "--overwrite")
+        payload["state"] = PhaseState(**payload["state"])
         if payload.get("settings_hash") != self.hash:
             theirs, ours = payload.get("settings", {}), deciding_settings(self.config)
             differ = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
@@ -106,7 +144,8 @@ class Checkpointer:
         if self.stop_requested:
             save()
             raise Interrupted(f"{self.stop_requested}: checkpoint saved; continue with "
-                              f"`catalyst-deploy prune ... --out {self.folder.path} --resume`")
+                              f"`catalyst-deploy prune ... --out {self.folder.path} --resume`",
+                              self.stop_requested if self.stop_requested.startswith("SIG") else "SIGINT")
 
     @contextmanager
     def watching_signals(self) -> Iterator[None]:

@@ -183,8 +183,11 @@ class ReadOnlyFolder:
     def finish(self, status: str = "done") -> None:
         """Rank 0 marks the folder."""
 
-    def discard(self, keep_checkpoints: bool) -> None:
-        """Rank 0 removes what it wrote."""
+    def fail(self, remove_written: bool) -> None:
+        """Rank 0 marks the folder or removes what it wrote."""
+
+    def drop_previous(self, checkpoints: bool = False) -> None:
+        """Rank 0 removes the replaced run's files."""
 
 
 def claim_on_main(claim: Callable) -> Callable:

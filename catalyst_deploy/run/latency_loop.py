@@ -58,10 +58,12 @@ def prune_to_latency(cfg: PruneConfig, out, progress, log, prune: Callable, max_
     report.latency["target"] = {"target": str(target), "backend": cfg.latency_backend, "batch": target.batch,
                                 "search": found.history, "prune_runs": rounds, "met": met, "cliff": found.cliff}
     from catalyst_deploy.run.outputs import write_report
-    from catalyst_deploy.run.rundir import read_marker
+    from catalyst_deploy.run.rundir import read_marker, reopen_finished
 
     if read_marker(Path(out)):
-        write_report(report, _reopen(out))
+        folder = reopen_finished(out)
+        write_report(report, folder)
+        folder.finish(folder.status)
     if not met:
         why = (f"the latency jumps over the window between MACs shares {found.cliff[0]} and {found.cliff[1]}"
                if found.cliff else f"{len(rounds)} prune run(s) did not land in it")
@@ -106,12 +108,3 @@ def _latency_config(cfg: PruneConfig, target, out) -> PruneConfig:
                                export=dataclasses.replace(cfg.export, formats=formats),
                                bench=dataclasses.replace(cfg.bench, enabled=True, batches=batches, threads=threads),
                                target_latency=None)
-
-
-def _reopen(out):
-    """The finished run folder, to rewrite its report with the latency search in it."""
-    from catalyst_deploy.run.rundir import RunFolder, read_marker
-
-    marker = read_marker(Path(out))
-    return RunFolder(Path(out).absolute(), created=False, files=list(marker.get("files", [])),
-                     settings=marker.get("settings", {}), status=marker.get("status", "done"))

@@ -133,8 +133,8 @@ class PruneRun:
         return weight
 
     def run(self, s: Setup, folder) -> PruneReport:
-        """The pipeline on a checked `Setup`, writing through `folder` (a rundir.RunFolder)."""
-        from catalyst_deploy.run.deploy import deploy
+        """The pipeline on a checked `Setup`, writing through `folder` (a rundir.RunFolder). Once trained, the
+        model's files are written first; a later failure or stop signal keeps them and says how to finish."""
         from catalyst_deploy.run.outputs import write_outputs
 
         cfg, rep = self.cfg, self.report
@@ -149,6 +149,7 @@ class PruneRun:
             dense = phases.pretrain_and_measure()
             mask = phases.regularize()
             plan = phases.cut(mask)
+            ckpt.carry(mask=mask.tolist())  # every checkpoint from here on can be cut again on --resume
             phases.recover()
         rep.macs = Counts(s.macs, count_macs(s.model, s.example)[0])
         rep.params = Counts(s.params, count_macs(s.model, s.example)[1])
@@ -156,13 +157,42 @@ class PruneRun:
         if not main:  # the same model and report as rank 0's; rank 0 writes, exports and benchmarks
             rep.seconds["total"] = round(time.perf_counter() - start, 2)
             return rep
-        write_outputs(s, plan, rep, folder, s.info)
-        deploy(cfg, s, dense, plan, rep, folder, self.log)
+        try:
+            write_outputs(s, plan, rep, folder, s.info)
+            self._deploy(s, dense, plan, folder, ckpt.stop_requested)
+        except BaseException as err:
+            raise kept_after(err, folder) from err
         rep.seconds["total"] = round(time.perf_counter() - start, 2)
         from catalyst_deploy.run.outputs import write_report
 
         write_report(rep, folder)
         return rep
+
+    def _deploy(self, s: Setup, dense, plan, folder, stop: str | None) -> None:
+        """What follows the model's files: the plot, the exports and the benchmark (`stop`: a stop signal that
+        came after the last step of training, honoured now that the model is written)."""
+        from catalyst_deploy.errors import StopSignal
+        from catalyst_deploy.run.deploy import deploy
+        from catalyst_deploy.run.outputs import write_plot
+
+        if stop:
+            raise StopSignal(stop)
+        write_plot(self.report, folder)
+        deploy(self.cfg, s, dense, plan, self.report, folder, self.log)
+
+
+def kept_after(err: BaseException, folder) -> BaseException:
+    """The one-line error for a failure or a stop signal after the model's files were written: what is kept,
+    what failed, and the command that finishes the run."""
+    from catalyst_deploy.errors import CatalystDeployError, Interrupted, PartialFailure
+    from catalyst_deploy.run.outputs import kept_message
+
+    if isinstance(err, KeyboardInterrupt):
+        name = getattr(err, "name", "SIGINT")
+        return Interrupted(kept_message(folder, f"{name} stopped the run after training"), name)
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    what = text if isinstance(err, CatalystDeployError) else f"unexpected {type(err).__name__}: {text}"
+    return PartialFailure(kept_message(folder, f"after training: {what}"))
 
 
 def check_sync_bn(cfg: PruneConfig, device: torch.device) -> None:

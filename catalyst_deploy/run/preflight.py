@@ -1,6 +1,7 @@
 """Everything a prune run can check before it trains, so that a mistake costs seconds, not hours.
 
-- every `--export` format and the `--latency-aware` backend can run on this machine;
+- every `--export` format and the `--latency-aware` backend can run on this machine, and every setting of
+  the export and the benchmark is valid;
 - the model runs forward on the example input, and one batch of each split goes through it;
 - the FLOPs target is reachable under --round-to / --max-layer-ratio / --ignore (the reachable minimum
   is named), and it removes something.
@@ -24,6 +25,34 @@ def check_deployment(cfg) -> None:
         reason = unavailable_reason(cfg.latency_aware)
         if reason:
             raise MissingDependency(f"--latency-aware {cfg.latency_aware} cannot run here: {reason}")
+    check_deploy_settings(cfg)
+
+
+def check_deploy_settings(cfg) -> None:
+    """Every setting the steps after training use (export options per format, the opset, the benchmark's
+    batches, times and threads), checked now: a bad one must not cost a training run (UsageError)."""
+    import dataclasses
+
+    from catalyst_deploy.run.deploy import bench_options, export_options
+
+    formats = list(cfg.export.formats) or (["onnx"] if cfg.bench.enabled else [])
+    for fmt in formats:
+        export_options(dataclasses.asdict(cfg.export), fmt)
+    opset, most = cfg.export.opset, _max_onnx_opset()
+    if opset is not None and most is not None and opset > most:
+        raise UsageError(f"setting export.opset {opset} is newer than this PyTorch can export (at most {most}): "
+                         "lower it")
+    if cfg.bench.enabled:
+        bench_options(cfg, ("ort-cpu",), None)
+
+
+def _max_onnx_opset() -> int | None:
+    """The newest ONNX opset the installed PyTorch exports, when it says."""
+    try:
+        from torch.onnx import _constants
+    except ImportError:
+        return None
+    return getattr(_constants, "ONNX_MAX_OPSET", None)
 
 
 def check_forward(model, example, what: str) -> None:

@@ -1,20 +1,23 @@
 """Output folders that never cost a user a file: the tool deletes only what it wrote.
 
-A run folder carries a marker file (``.catalyst-deploy-run.json``) naming the tool, the run's status
-(running, done, failed) and every file the run wrote. The rules for ``--out``:
+A run folder carries a marker file (``.catalyst-deploy-run.json``, `marker`) naming the tool, the run's
+kind and status (running, done, failed) and every file the run wrote. The rules for ``--out``:
 
 - a new folder, or an empty one: used;
-- an earlier run of this tool (its marker lists everything in it): ``--overwrite`` replaces it, file by
-  file, and ``--resume`` continues it when it was interrupted;
-- anything else (files this tool did not write, a file, the current project): refused, whatever the flag;
+- an earlier run of this tool of the same kind: ``--overwrite`` replaces it and ``--resume`` continues it
+  when it did not finish;
+- anything else (files this tool did not write, a marker listing such files, a symlinked folder or
+  ``checkpoints/``, a file, the current project): refused, whatever the flag;
 - it may not equal, contain or sit inside an input (the model file, the weights, the data folder).
 
-    folder = claim_run_folder(Path("runs/r18"), inputs=[Path("model.pt")], overwrite=False)
-    folder.write_bytes("plan.json", data)        # atomic, recorded in the marker
-    folder.finish()                              # status done
+One process at a time writes a folder (`folderlock`). ``--overwrite`` does not erase first: the new run
+writes beside the old files, each of its writes replaces the old file of that name, and the old run's other
+files go once the new run has written its model (`drop_previous`) or finished. A new run that fails before
+writing anything leaves the old run as it was.
 
-A failed run removes the files it wrote (checkpoints excepted, which `--resume` needs) and the folder
-itself when it created it and it is empty; it never removes a folder it did not create.
+    folder = claim_run_folder(Path("runs/r18"), inputs=[Path("model.pt")], overwrite=False)
+    folder.write_text("plan.json", text)         # atomic, recorded in the marker
+    folder.finish()                              # status done
 """
 
 from __future__ import annotations
@@ -29,10 +32,12 @@ from collections.abc import Callable, Iterable, Sequence
 
 from catalyst_deploy.atomic import atomic_path
 from catalyst_deploy.errors import UsageError
+from catalyst_deploy.run.folderlock import FolderLock, process_start
+from catalyst_deploy.run.marker import (CHECKPOINTS, LOCK, MARKER, TOOL, check_folder_is_plain, foreign_entries,
+                                        is_own_temp, listed_files, marker_kind, own_names, read_marker, short)
 
-MARKER = ".catalyst-deploy-run.json"
-TOOL = "catalyst-deploy"
-CHECKPOINTS = "checkpoints"
+__all__ = ["CHECKPOINTS", "MARKER", "RunFolder", "check_not_an_input", "claim_run_folder", "next_free_folder",
+           "read_marker", "reopen_finished"]
 
 
 def next_free_folder(base: str | Path) -> Path:
@@ -47,18 +52,11 @@ def next_free_folder(base: str | Path) -> Path:
     return base.with_name(f"{base.name}-{n}")
 
 
-def read_marker(folder: Path) -> dict | None:
-    """The marker of a run folder of this tool, or None when `folder` is not one."""
-    try:
-        marker = json.loads((folder / MARKER).read_text())
-    except (OSError, ValueError):
-        return None
-    return marker if isinstance(marker, dict) and marker.get("tool") == TOOL else None
-
-
 @dataclass
 class RunFolder:
-    """An output folder this run may write into; every file written through it is recorded."""
+    """An output folder this run writes into, under its lock; every file written through it is recorded.
+    `previous`: files of the run this one replaces (--overwrite), still in place; `replaced`: that run's
+    marker, put back when this run fails having written nothing."""
 
     path: Path
     created: bool
@@ -66,6 +64,9 @@ class RunFolder:
     files: list[str] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
     status: str = "running"
+    previous: list[str] = field(default_factory=list)
+    replaced: dict | None = None
+    lock: FolderLock | None = None
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -74,6 +75,8 @@ class RunFolder:
         """Note that this run wrote `name` (relative to the folder) and return its path."""
         if name not in self.files:
             self.files.append(name)
+        if name in self.previous:
+            self.previous.remove(name)  # the old run's file of that name was just replaced
         self._write_marker()
         return self.path / name
 
@@ -88,81 +91,170 @@ class RunFolder:
     def write_text(self, name: str, text: str) -> Path:
         return self.write_with(name, lambda tmp: tmp.write_text(text))
 
+    def drop_previous(self, checkpoints: bool = False) -> None:
+        """Remove the replaced run's files this run has not rewritten (its checkpoints only if `checkpoints`)."""
+        for name in list(self.previous):
+            if checkpoints or not name.startswith(CHECKPOINTS + "/"):
+                _unlink_regular(self.path / name)
+                self.previous.remove(name)
+        self._write_marker()
+
     def finish(self, status: str = "done") -> None:
-        """Mark the run `status`; a finished run no longer needs its checkpoints, which are removed."""
+        """Mark the run `status` and let go of the folder; a finished run no longer needs checkpoints (its own
+        or the replaced run's), nor the replaced run's other files."""
         if status == "done":
+            self.drop_previous(checkpoints=True)
             for name in [f for f in self.files if f.startswith(CHECKPOINTS + "/")]:
-                (self.path / name).unlink(missing_ok=True)
+                _unlink_regular(self.path / name)
                 self.files.remove(name)
             _remove_empty_dirs(self.path / CHECKPOINTS)
         self.status = status
         self._write_marker()
+        self._unlock()
 
-    def discard(self, keep_checkpoints: bool) -> None:
-        """Remove what this run wrote (checkpoints too unless `keep_checkpoints`), and the folder when this
-        run created it and nothing else is left in it."""
-        keep = [f for f in self.files if keep_checkpoints and f.startswith(CHECKPOINTS + "/")]
-        for name in self.files:
-            if name not in keep:
-                (self.path / name).unlink(missing_ok=True)
-        self.files = keep
-        _remove_empty_dirs(self.path / CHECKPOINTS)
-        if keep:
+    def fail(self, remove_written: bool) -> None:
+        """End a failed run. With `remove_written` the files it wrote go (bench: nothing half-done stays);
+        otherwise everything stays, marked failed (prune: the model and checkpoints are what `--resume`
+        finishes from). A run that leaves nothing of its own gives the folder back as it found it: the
+        replaced run's marker, or no marker, and no folder if this run made it."""
+        if remove_written:
+            for name in self.files:
+                _unlink_regular(self.path / name)
+            self.files = []
+            _remove_empty_dirs(self.path / CHECKPOINTS)
+        if self.files:
             self.finish("failed")
             return
-        (self.path / MARKER).unlink(missing_ok=True)
+        if self.replaced is not None:
+            with atomic_path(self.path / MARKER) as tmp:
+                tmp.write_text(json.dumps(self.replaced, indent=1))
+        else:
+            (self.path / MARKER).unlink(missing_ok=True)
+        self._unlock()
         if self.created:
             _remove_empty_dirs(self.path)
 
+    def _unlock(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
     def _write_marker(self) -> None:
-        marker = {"tool": TOOL, "kind": self.kind, "status": self.status, "files": sorted(self.files),
-                  "settings": self.settings, "pid": os.getpid(), "host": socket.gethostname(),
-                  "updated": time.strftime("%Y-%m-%d %H:%M:%S")}
+        marker = {"tool": TOOL, "kind": self.kind, "status": self.status,
+                  "files": sorted(set(self.files) | set(self.previous)), "previous": sorted(self.previous),
+                  "settings": self.settings, "pid": os.getpid(), "started": process_start(os.getpid()),
+                  "host": socket.gethostname(), "updated": time.strftime("%Y-%m-%d %H:%M:%S")}
         with atomic_path(self.path / MARKER) as tmp:
             tmp.write_text(json.dumps(marker, indent=1))
 
 
 def claim_run_folder(out: str | Path, *, inputs: Iterable[str | Path | None] = (), overwrite: bool = False,
                      resume: bool = False, kind: str = "prune", settings: dict | None = None) -> RunFolder:
-    """Check `out` against the rules of this module and return it as this run's folder.
+    """Check `out` against the rules of this module, lock it, and return it as this run's folder.
 
-    With `resume`, the folder must hold an interrupted run of the same `kind`; its recorded files are
-    kept. Raises UsageError naming what is wrong and what to do.
+    With `resume`, the folder must hold an unfinished run of the same `kind`; its recorded files are kept.
+    Raises UsageError naming what is wrong and what to do.
     """
     path = Path(out).expanduser().absolute()
     check_not_an_input(path, inputs, "--out")
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"--out {out} is a file, not a folder: choose a folder name")
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise UsageError(f"--out {out} is a file or a symlink, not a folder: choose a folder name")
+    created = False
     if not path.exists():
         if resume:
             raise UsageError(f"--resume: {out} does not exist, so there is no run to continue")
-        path.mkdir(parents=True)
-        return _new(path, created=True, kind=kind, settings=settings)
-    marker = read_marker(path)
-    contents = sorted(p.name for p in path.iterdir())
+        try:
+            path.mkdir(parents=True)
+            created = True
+        except FileExistsError:  # another process made it a moment ago: it is judged like any existing folder
+            pass
+    _usable(path, out, resume)  # refuse a folder of the user's before writing anything into it
+    lock = FolderLock.take(path)
+    if lock is None:
+        raise UsageError(f"another catalyst-deploy process is writing to {out}: wait for it or choose another "
+                         "folder")
+    try:
+        marker = _usable(path, out, resume)  # again, now that no other run can change it
+        _permitted(marker, out, kind, overwrite, resume)
+        return _claimed(path, created, kind, settings, marker, resume, lock)
+    except BaseException:
+        lock.release(remove=True)
+        raise
+
+
+def reopen_finished(out: str | Path) -> RunFolder:
+    """The finished prune run in `out` (e.g. to rewrite its report), checked and locked like a claim."""
+    path = Path(out).expanduser().absolute()
+    marker = _usable(path, out, resume=False)
+    lock = FolderLock.take(path)
+    if marker is None or marker_kind(marker) != "prune" or lock is None:
+        raise UsageError(f"{out} is not a finished run of this tool, or another process is writing to it")
+    return RunFolder(path, created=False, files=listed_files(path, marker), settings=marker.get("settings", {}),
+                     status=marker.get("status", "done"), lock=lock)
+
+
+def _usable(path: Path, out, resume: bool) -> dict | None:
+    """The marker of the run in `path` (None for an empty folder); UsageError when the folder holds anything
+    this tool did not write, or a marker it cannot trust."""
+    contents = sorted(p.name for p in path.iterdir() if p.name != LOCK)
     if not contents:
         if resume:
             raise UsageError(f"--resume: {out} is empty, there is no run to continue")
-        return _new(path, created=False, kind=kind, settings=settings)
+        return None
+    marker = read_marker(path)
     if marker is None:
         raise UsageError(f"--out {out} already holds files this tool did not write ({_few(contents)}): it is never "
                          "overwritten; choose a new or empty folder")
-    foreign = _foreign_files(path, marker)
+    try:
+        check_folder_is_plain(path)
+        names = listed_files(path, marker) + listed_files(path, marker, "previous")
+    except UsageError as err:
+        raise UsageError(f"--out {out} is not a run folder this tool can use: {err}; nothing in it was touched, "
+                         "choose another folder") from None
+    foreign = foreign_entries(path, names, marker_kind(marker))
     if foreign:
         raise UsageError(f"--out {out} holds an earlier run, and also files it did not write ({_few(foreign)}): "
                          "move them away or choose another folder")
-    _refuse_live_writer(path, marker)
-    if resume:
-        return _resumed(path, marker, kind, out)
-    if not overwrite:
-        hint = "--resume to continue it or --overwrite" if marker.get("status") != "done" else "--overwrite"
-        raise UsageError(f"--out {out} holds an earlier {marker.get('kind', 'prune')} run "
-                         f"({marker.get('status')}): pass {hint} to replace it, or choose another folder")
-    for name in marker.get("files", []):
-        (path / name).unlink(missing_ok=True)
-    _remove_empty_dirs(path / CHECKPOINTS)
-    _remove_own_temp_files(path)
-    return _new(path, created=False, kind=kind, settings=settings)
+    return marker
+
+
+def _permitted(marker: dict | None, out, kind: str, overwrite: bool, resume: bool) -> None:
+    """UsageError unless this claim may continue (`resume`) or replace (`overwrite`) the run of `marker`."""
+    if marker is None:
+        return
+    theirs, status = marker_kind(marker), marker.get("status")
+    if theirs != kind:
+        raise UsageError(f"--out {out} holds a {theirs} run, which a {kind} run never replaces, with or without "
+                         "--overwrite: choose another folder")
+    if resume and status == "done":
+        raise UsageError(f"--resume: the run in {out} has finished; nothing to continue")
+    if not resume and not overwrite:
+        hint = "--resume to continue it or --overwrite" if status != "done" else "--overwrite"
+        raise UsageError(f"--out {out} holds an earlier {kind} run ({short(status)}): pass {hint} to replace it, "
+                         "or choose another folder")
+
+
+def _claimed(path: Path, created: bool, kind: str, settings: dict | None, marker: dict | None, resume: bool,
+             lock: FolderLock) -> RunFolder:
+    """The RunFolder of a checked claim: a new run, a resumed one, or one that replaces `marker`'s run."""
+    own = own_names(kind) | {MARKER}
+    for sub in (path, path / CHECKPOINTS):  # temp files of atomic writes that a kill interrupted
+        if sub.is_dir():
+            for entry in sub.iterdir():
+                if is_own_temp(entry.name, own):
+                    _unlink_regular(entry)
+    if marker is None:
+        folder = RunFolder(path, created, kind, settings=settings or {}, lock=lock)
+    elif resume:
+        previous = [f for f in listed_files(path, marker, "previous") if (path / f).is_file()]
+        files = [f for f in listed_files(path, marker) if (path / f).is_file() and f not in previous]
+        folder = RunFolder(path, False, kind, files=files, settings=marker.get("settings", {}), previous=previous,
+                           lock=lock)
+    else:
+        old = [f for f in listed_files(path, marker) if (path / f).is_file()]
+        folder = RunFolder(path, False, kind, settings=settings or {}, previous=old, replaced=marker, lock=lock)
+    folder._write_marker()
+    return folder
 
 
 def check_not_an_input(path: Path, inputs: Iterable[str | Path | None], option: str) -> None:
@@ -179,70 +271,18 @@ def check_not_an_input(path: Path, inputs: Iterable[str | Path | None], option: 
                              "apart from the model, weights and data")
 
 
-def _new(path: Path, *, created: bool, kind: str, settings: dict | None) -> RunFolder:
-    folder = RunFolder(path, created, kind, settings=settings or {})
-    folder._write_marker()
-    return folder
-
-
-def _resumed(path: Path, marker: dict, kind: str, out) -> RunFolder:
-    if marker.get("kind", "prune") != kind:
-        raise UsageError(f"--resume: {out} holds a {marker.get('kind')} run, not a {kind} run")
-    if marker.get("status") == "done":
-        raise UsageError(f"--resume: the run in {out} has finished; nothing to continue")
-    files = [f for f in marker.get("files", []) if (path / f).exists()]
-    _remove_own_temp_files(path)
-    folder = RunFolder(path, created=False, kind=kind, files=files, settings=marker.get("settings", {}))
-    folder._write_marker()
-    return folder
-
-
-def _foreign_files(path: Path, marker: dict) -> list[str]:
-    """Entries of `path` that the marker does not account for (temp files of this tool's atomic writes
-    count as its own)."""
-    ours = {MARKER} | {f.split("/", 1)[0] for f in marker.get("files", [])} | {CHECKPOINTS}
-    foreign = []
-    for entry in sorted(path.iterdir()):
-        if entry.name in ours or _is_own_temp(entry.name):
-            continue
-        foreign.append(entry.name)
-    return foreign
-
-
-def _is_own_temp(name: str) -> bool:
-    return name.startswith(".") and ".partial" in name
-
-
-def _refuse_live_writer(path: Path, marker: dict) -> None:
-    """UsageError when the marker says a run is still writing here from a live process on this host."""
-    if marker.get("status") != "running" or marker.get("host") != socket.gethostname():
-        return
-    pid = marker.get("pid")
-    if not isinstance(pid, int) or pid == os.getpid():
-        return
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return
-    raise UsageError(f"another catalyst-deploy process (pid {pid}) is writing to {path}: wait for it or choose "
-                     "another folder")
-
-
-def _remove_own_temp_files(path: Path) -> None:
-    """Temp files a killed atomic write of this tool left in its own folder (`.NAME.XXXX.partial.SUFFIX`)."""
-    for sub in [path, path / CHECKPOINTS]:
-        if sub.is_dir():
-            for entry in sub.iterdir():
-                if entry.is_file() and _is_own_temp(entry.name):
-                    entry.unlink(missing_ok=True)
+def _unlink_regular(path: Path) -> None:
+    """Remove `path` when it is a regular file (never a symlink or a folder that took its place)."""
+    if path.is_file() and not path.is_symlink():
+        path.unlink(missing_ok=True)
 
 
 def _remove_empty_dirs(path: Path) -> None:
     """Remove `path` and its empty subfolders, bottom up; a folder with anything left in it stays."""
-    if not path.is_dir():
+    if not path.is_dir() or path.is_symlink():
         return
     for sub in sorted(path.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-        if sub.is_dir():
+        if sub.is_dir() and not sub.is_symlink():
             try:
                 sub.rmdir()
             except OSError:

@@ -51,14 +51,15 @@ def apply_plan(model: nn.Module, plan: dict) -> nn.Module:
     """
     import torch_pruning as tp
 
-    if plan.get("format") != PLAN_FORMAT:
-        raise UsageError(f"plan format {plan.get('format')!r} is not supported (expected {PLAN_FORMAT})")
+    check_plan(plan)
     for name, entry in plan["layers"].items():
         try:
             module = model.get_submodule(name)
         except AttributeError:
-            raise UsageError(f"plan names layer {name!r}, which this model does not have: wrong architecture?") from None
+            raise UsageError(f"plan names layer {name[:80]!r}, which this model does not have: wrong architecture?") from None
         pruner = layer_pruner(module)
+        if pruner is None:
+            raise UsageError(f"plan cuts layer {name[:80]!r}, a {type(module).__name__}, which has no channels to cut")
         cuts = {kind: _removed(name, module, pruner, kind, entry[kind]) for kind in ("out", "in") if kind in entry}
         depthwise = tp.ops.module2type(module) == tp.ops.OPTYPE.DEPTHWISE_CONV
         if depthwise or pruner.prune_in_channels == pruner.prune_out_channels:
@@ -71,6 +72,33 @@ def apply_plan(model: nn.Module, plan: dict) -> nn.Module:
         if cuts.get("in"):
             pruner.prune_in_channels(module, cuts["in"])
     return model
+
+
+def check_plan(plan) -> None:
+    """UsageError unless `plan` has the shape `make_plan` writes: format, and per layer name the original
+    size and the sorted kept indices of its "out" and/or "in" channels (a plan is read from files)."""
+    if not isinstance(plan, dict) or plan.get("format") != PLAN_FORMAT:
+        found = plan.get("format") if isinstance(plan, dict) else type(plan).__name__
+        raise UsageError(f"plan format {str(found)[:40]!r} is not supported (expected {PLAN_FORMAT})")
+    layers = plan.get("layers")
+    if not isinstance(layers, dict):
+        raise UsageError("plan has no 'layers' mapping of layer name to kept channels")
+    for name, entry in layers.items():
+        if not isinstance(entry, dict) or not ({"out", "in"} & set(entry)):
+            raise UsageError(f"plan entry of layer {str(name)[:80]!r} must give 'out' and/or 'in' channels")
+        for kind in ("out", "in"):
+            if kind in entry and not _kept_indices_ok(entry[kind]):
+                raise UsageError(f"plan entry {str(name)[:80]!r} {kind}: needs 'size' (a positive integer) and 'keep' "
+                                 "(sorted distinct indices below size, at least one)")
+
+
+def _kept_indices_ok(cut) -> bool:
+    if not isinstance(cut, dict):
+        return False
+    size, keep = cut.get("size"), cut.get("keep")
+    ints = isinstance(keep, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in keep)
+    return (isinstance(size, int) and not isinstance(size, bool) and size > 0 and ints and len(keep) > 0
+            and keep == sorted(set(keep)) and keep[0] >= 0 and keep[-1] < size)
 
 
 def _removed(name: str, module, pruner, kind: str, entry: dict) -> list[int]:
@@ -94,12 +122,19 @@ def load_plan(path: str | Path) -> dict:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise UsageError(f"plan file not found: {path}") from None
-    except json.JSONDecodeError as err:
-        raise UsageError(f"plan file {path} is not valid JSON: {err}") from None
+    except (ValueError, RecursionError) as err:  # not JSON, not UTF-8, or nested too deep to read
+        raise UsageError(f"plan file {path} is not valid JSON: {str(err)[:200]}") from None
 
 
 def rebuild_pruned(architecture: nn.Module, plan: dict, state_dict: dict) -> nn.Module:
-    """Architecture (freshly built, dense) + plan + pruned state dict -> the pruned model, no pickle."""
+    """Architecture (freshly built, dense) + plan + pruned state dict -> the pruned model, no pickle.
+
+    Raises UsageError when the plan is malformed or does not fit the architecture, or when the state dict
+    does not fit the cut model."""
     model = apply_plan(architecture, plan)
-    model.load_state_dict(state_dict)
+    try:
+        model.load_state_dict(state_dict)
+    except (RuntimeError, TypeError, AttributeError, KeyError) as err:
+        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+        raise UsageError(f"the state dict does not fit the model the plan cuts: {first}") from None
     return model
