@@ -57,6 +57,7 @@ def prune(
     ignore: str = typer.Option(None, help="comma-separated module names whose channels stay whole"),
     round_to: int = typer.Option(None, help="keep channel counts multiples of this " + _d("round_to")),
     max_layer_ratio: float = typer.Option(None, help="remove at most this share of any layer's channels " + _d("max_layer_ratio")),
+    prune_embedding: bool = typer.Option(False, "--prune-embedding", help="also prune a transformer's embedding width: it is coupled through every LayerNorm and residual add of its stage, so each channel cut touches every block"),
     reg_epochs: float = typer.Option(None, help="epochs of the regularized phase " + _d("reg_epochs")),
     recover_epochs: float = typer.Option(None, help="epochs of recovery fine-tuning " + _d("recover_epochs")),
     lr: float = typer.Option(None, help="learning rate " + _d("lr")),
@@ -83,7 +84,8 @@ def prune(
 
     cfg = api.load_config(recipe, model=model, data=data, target_flops=target_flops, method=method, out=out,
                           weights=weights, trust_pickle=trust_pickle or None, input_shape=input_shape, ignore=ignore,
-                          round_to=round_to, max_layer_ratio=max_layer_ratio, reg_epochs=reg_epochs,
+                          round_to=round_to, max_layer_ratio=max_layer_ratio, prune_embedding=prune_embedding or None,
+                          reg_epochs=reg_epochs,
                           recover_epochs=recover_epochs, lr=lr, batch_size=batch_size, steps_per_epoch=steps_per_epoch,
                           val_size=val_size, device=device, threads=threads, seed=seed, export=export,
                           bench=bench or None, bench_batches=bench_batch, latency_aware=latency_aware,

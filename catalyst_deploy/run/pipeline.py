@@ -108,15 +108,17 @@ class PruneRun:
         from catalyst_deploy.run import preflight
 
         cfg = self.cfg
+        # first: it may swap attention modules for head-prunable ones (same outputs), which the counter then sees
+        graph = ChannelGraph(model, example, cfg.ignore, prune_embedding=cfg.prune_embedding)
         macs, params = count_macs(model, example)
-        graph = ChannelGraph(model, example, cfg.ignore)
         # measured latencies differ from rank to rank: rank 0's decide for all
         weight = self.group_weight
         if weight is None and cfg.latency_aware:
             weight = distributed.from_main(lambda: self._latency_weights(model, example, graph))
         budget = Budget(tuple(graph.sizes), graph.trial_macs, cfg.target.macs(macs), cfg.round_to, cfg.max_layer_ratio,
-                        weight)
+                        weight, tuple(graph.unit_widths))
         preflight.check_target(cfg, budget, macs)
+        preflight.check_method(cfg, graph)
         return Setup(model, loaders, example, device, info, graph, budget, macs, params)
 
     def _latency_weights(self, model, example, graph) -> torch.Tensor:

@@ -3,7 +3,8 @@
 - every `--export` format and the `--latency-aware` backend can run on this machine;
 - the model runs forward on the example input, and one batch of each split goes through it;
 - the FLOPs target is reachable under --round-to / --max-layer-ratio / --ignore (the reachable minimum
-  is named), and it removes something.
+  is named), and it removes something;
+- the method can rank every channel group (slimming needs a BatchNorm in each).
 """
 
 from __future__ import annotations
@@ -60,14 +61,12 @@ def check_data(model, loaders, device) -> None:
 
 def check_target(cfg, budget, dense_macs: int) -> None:
     """UsageError when the target asks for nothing or for more than the limits allow."""
-    from catalyst_deploy.surgery.allocation import largest_cut_macs
-
     target = budget.target_macs
     if target >= dense_macs:
         raise UsageError(f"--target-flops {cfg.target_flops} allows {target / 1e6:.4g}M MACs, and the model has only "
                          f"{dense_macs / 1e6:.4g}M: nothing would be pruned; give a share such as 0.5 or a smaller "
                          "budget")
-    least = largest_cut_macs(budget.sizes, budget.macs_of, budget.round_to, budget.max_ratio)
+    least = budget.largest_cut_macs()
     if least > target:
         raise UsageError(f"--target-flops {cfg.target_flops} cannot be reached: the most these limits allow is "
                          f"{least / dense_macs:.3f} of the dense MACs ({least / 1e6:.4g}M) with --round-to "
@@ -78,3 +77,13 @@ def check_target(cfg, budget, dense_macs: int) -> None:
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
+
+def check_method(cfg, graph) -> None:
+    """UsageError when the method cannot rank every channel group of the model (before any training)."""
+    from catalyst_deploy.methods import method_class
+
+    reason = method_class(cfg.method).cannot_rank(graph)
+    if reason:
+        raise UsageError(reason)
+

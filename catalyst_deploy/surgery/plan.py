@@ -6,6 +6,12 @@ A plan (plan.json) rebuilds a pruned model from its architecture and state dict 
 
 The cuts themselves are torch-pruning's layer pruners (`PrunerBox`), the same ones its DependencyGraph
 uses, so a plan cuts convs, BNs, linears, depthwise convs and norms exactly as torch-pruning would.
+
+Format 2 adds what a transformer needs: `convert` names the torchvision attention modules swapped for
+their head-prunable stand-ins (`attention_modules`), `attention` the heads each attention module keeps
+(`{"num_heads": {"size": 12, "keep": [0, 2, ...]}}`), so the rebuilt modules read the right head count,
+and `params` the kept positions of bare parameters (a class token, a position embedding) when the
+embedding width is cut. A plan without any of them is written as format 1, as before.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ from catalyst_deploy.errors import UsageError
 if TYPE_CHECKING:
     from torch import nn
 
-PLAN_FORMAT = 1
+PLAN_FORMAT = 2
+READABLE_FORMATS = (1, 2)
 
 
 def layer_pruner(module: nn.Module):
@@ -29,9 +36,13 @@ def layer_pruner(module: nn.Module):
     return tp.pruner.function.PrunerBox.get(tp.ops.module2type(module))
 
 
-def make_plan(model: nn.Module, removed: dict[str, dict[str, set[int]]], removed_channels: dict[str, list[int]]) -> dict:
+def make_plan(model: nn.Module, removed: dict[str, dict[str, set[int]]], removed_channels: dict[str, list[int]],
+              attention: dict | None = None, converted: dict[str, str] | None = None,
+              params: dict | None = None) -> dict:
     """A plan from the indices removed per layer name and kind ("out"/"in"); `removed_channels` names each
-    pruned group by its root layer (for people reading plan.json)."""
+    pruned group by its root layer (for people reading plan.json); `attention` the heads each attention
+    module keeps, `converted` the attention modules swapped for stand-ins, `params` the bare parameters'
+    kept positions (all three format 2)."""
     layers = {}
     for name, kinds in sorted(removed.items()):
         module = model.get_submodule(name)
@@ -41,7 +52,11 @@ def make_plan(model: nn.Module, removed: dict[str, dict[str, set[int]]], removed
             size = pruner.get_out_channels(module) if kind == "out" else pruner.get_in_channels(module)
             entry[kind] = {"size": int(size), "keep": [i for i in range(size) if i not in idxs]}
         layers[name] = entry
-    return {"format": PLAN_FORMAT, "layers": layers, "removed_channels": removed_channels}
+    if not attention and not converted and not params:
+        return {"format": 1, "layers": layers, "removed_channels": removed_channels}
+    return {"format": PLAN_FORMAT, "convert": dict(converted or {}), "layers": layers,
+            "attention": dict(sorted((attention or {}).items())), "params": dict(params or {}),
+            "removed_channels": removed_channels}
 
 
 def apply_plan(model: nn.Module, plan: dict) -> nn.Module:
@@ -51,8 +66,12 @@ def apply_plan(model: nn.Module, plan: dict) -> nn.Module:
     """
     import torch_pruning as tp
 
-    if plan.get("format") != PLAN_FORMAT:
-        raise UsageError(f"plan format {plan.get('format')!r} is not supported (expected {PLAN_FORMAT})")
+    from catalyst_deploy.surgery.attention import set_kept_heads, sync_embedding_width
+    from catalyst_deploy.surgery.attention_modules import convert_named
+
+    if plan.get("format") not in READABLE_FORMATS:
+        raise UsageError(f"plan format {plan.get('format')!r} is not supported (expected one of {READABLE_FORMATS})")
+    convert_named(model, plan.get("convert", {}))
     for name, entry in plan["layers"].items():
         try:
             module = model.get_submodule(name)
@@ -70,7 +89,32 @@ def apply_plan(model: nn.Module, plan: dict) -> nn.Module:
             pruner.prune_out_channels(module, cuts["out"])
         if cuts.get("in"):
             pruner.prune_in_channels(module, cuts["in"])
+    for name, entry in plan.get("attention", {}).items():
+        module = model.get_submodule(name)
+        if module.num_heads != entry["num_heads"]["size"]:
+            raise UsageError(f"plan expects {name} to have {entry['num_heads']['size']} heads, it has {module.num_heads}")
+        set_kept_heads(module, entry["num_heads"]["keep"])
+    for name, entry in plan.get("params", {}).items():
+        _cut_parameter(model, name, entry)
+    sync_embedding_width(model)
     return model
+
+
+def _cut_parameter(model: nn.Module, name: str, entry: dict) -> None:
+    """Keep `entry["keep"]` along `entry["dim"]` of the bare parameter `name` (a class token, a position
+    embedding, a layer scale)."""
+    import torch
+    from torch import nn
+
+    owner_name, _, attr = name.rpartition(".")
+    owner = model.get_submodule(owner_name) if owner_name else model
+    param = getattr(owner, attr, None)
+    if not isinstance(param, nn.Parameter) or param.shape[entry["dim"]] != entry["size"]:
+        raise UsageError(f"plan expects parameter {name} with {entry['size']} entries along dim {entry['dim']}: "
+                         "wrong architecture?")
+    index = torch.tensor(entry["keep"], dtype=torch.long, device=param.device)
+    setattr(owner, attr, nn.Parameter(param.data.index_select(entry["dim"], index).clone(),
+                                      requires_grad=param.requires_grad))
 
 
 def _removed(name: str, module, pruner, kind: str, entry: dict) -> list[int]:
