@@ -10,7 +10,7 @@ from __future__ import annotations
 import typer
 
 from catalyst_deploy.bench.backends import backend_help
-from catalyst_deploy.config import BenchSettings, PruneConfig, default_text
+from catalyst_deploy.config import BenchSettings, CheckConfig, PruneConfig, default_text
 from catalyst_deploy.formats import format_help
 from catalyst_deploy.methods import method_help
 
@@ -203,6 +203,39 @@ def bench(
         if out:
             typer.echo(f"wrote {out}/bench.json, bench.md, latency.png")
     raise typer.Exit(0 if report.pruned_ok else 1)
+
+
+@app.command()
+def check(
+    model: str = typer.Argument(..., help="file.pt, torchvision:NAME, timm:NAME, zoo:NAME or pkg.module:factory"),
+    input_shape: str = typer.Option(None, help="example input N,C,H,W " + _d("input_shape", CheckConfig)),
+    target_flops: str = typer.Option(None, "--target-flops", help="MACs target of the trial cut " + _d("target_flops", CheckConfig)),
+    ignore: str = typer.Option(None, help="comma-separated module names whose channels stay whole"),
+    round_to: int = typer.Option(None, help="keep channel counts multiples of this " + _d("round_to", CheckConfig)),
+    max_layer_ratio: float = typer.Option(None, help="remove at most this share of any layer's channels " + _d("max_layer_ratio", CheckConfig)),
+    prune_embedding: bool = typer.Option(False, "--prune-embedding", help="also cut a transformer's embedding width (every block's LayerNorms and residual adds)"),
+    bench: bool = typer.Option(False, "--bench", help="time the trial cut against the dense model on ONNX Runtime CPU, batch 1"),
+    threads: int = typer.Option(None, help="torch and ONNX Runtime CPU threads [torch 1, ONNX Runtime its default]"),
+    trust_pickle: bool = TRUST_PICKLE,
+    as_json: bool = AS_JSON,
+) -> None:
+    """Can this model be pruned, and how far? No data, no training: its channel groups, the layers left alone and
+    why, the least MACs the limits allow, and a trial cut at --target-flops checked in ONNX at batch 1 and 3."""
+    settings = {k: v for k, v in locals().items() if k != "as_json"}  # the options are its settings, by name
+    from catalyst_deploy.config import load_check_config
+
+    cfg = load_check_config(**settings)  # usage errors first: importing api loads torch
+    from catalyst_deploy import api
+
+    report = api.check(cfg, log=(lambda _m: None) if as_json else typer.echo).to_dict()
+    if as_json:
+        _echo_json(report)
+    else:
+        from catalyst_deploy.render.check import print_check
+        print_check(report)
+    if report["status"] != "ok":
+        typer.echo(f"error: {report['reason']}", err=True)
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -147,7 +147,8 @@ class CheckConfig:
     prune_embedding: bool = setting(False, "also prune a transformer's embedding width")
     bench: bool = setting(False, "time the trial cut against the dense model on ONNX Runtime CPU")
     bench_min_time_s: float = setting(1.0, "least seconds of timed runs per model with bench", lo=0.0)
-    threads: int | None = setting(None, "torch and ONNX Runtime CPU threads (None: one per core)", lo=1)
+    threads: int | None = setting(None, "torch and ONNX Runtime CPU threads (None: torch 1, ONNX Runtime its "
+                                        "default)", lo=1)
 
     @property
     def target(self) -> FlopsTarget:

@@ -98,6 +98,7 @@ class PruneRun:
         shape = cfg.input_shape or (1, channels, *splits.info.image_size)
         example = torch.randn(1, *shape[1:], generator=torch.Generator().manual_seed(0))
         preflight.check_forward(model, example, "--input-shape")
+        preflight.check_onnx_fits(cfg, model)
         loaders = {"train": train, "test": test, "val": val}
         preflight.check_data(model, loaders, torch.device("cpu"))
         model = to_device(model, device)

@@ -4,7 +4,8 @@
 - the model runs forward on the example input, and one batch of each split goes through it;
 - the FLOPs target is reachable under --round-to / --max-layer-ratio / --ignore (the reachable minimum
   is named), and it removes something;
-- the method can rank every channel group (slimming needs a BatchNorm in each).
+- the method can rank every channel group (slimming needs a BatchNorm in each);
+- a dense model exported for --bench fits in one ONNX file (2 GiB).
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ def check_data(model, loaders, device) -> None:
 
 def check_target(cfg, budget, dense_macs: int) -> None:
     """UsageError when the target asks for nothing or for more than the limits allow."""
+    if not budget.sizes:
+        raise UsageError(f"no channel group of {cfg.model} can be cut: `catalyst-deploy check {cfg.model}` lists the "
+                         "layers left alone and why; --ignore fewer layers")
     target = budget.target_macs
     if target >= dense_macs:
         raise UsageError(f"--target-flops {cfg.target_flops} allows {target / 1e6:.4g}M MACs, and the model has only "
@@ -77,6 +81,15 @@ def check_target(cfg, budget, dense_macs: int) -> None:
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
+
+def check_onnx_fits(cfg, model) -> None:
+    """With --export onnx and --bench the dense model is exported too: refuse one that no ONNX file can hold
+    (2 GiB) before training, not after."""
+    if "onnx" in cfg.export.formats and cfg.bench.enabled:
+        from catalyst_deploy.exporters.onnx import check_onnx_size
+
+        check_onnx_size(model)
 
 
 def check_method(cfg, graph) -> None:

@@ -27,7 +27,7 @@ from torch import nn
 
 from catalyst_deploy.errors import CatalystDeployError, UsageError, did_you_mean
 from catalyst_deploy.surgery.macs import count_macs
-from catalyst_deploy.surgery.groups import head_cut, param_cuts
+from catalyst_deploy.surgery.groups import build_dependency_graph, head_cut, param_cuts, shape_only_copy
 from catalyst_deploy.surgery.plan import apply_plan, layer_pruner, make_plan
 
 
@@ -83,9 +83,10 @@ class ChannelGraph:
         heads, attention_left_alone = find_attention(model)
         self.left_alone.update(attention_left_alone)
         heads = [h for h in heads if h.module.qkv not in ignored]
-        self.dg = _build_dependency_graph(model, example)
+        self.dg = build_dependency_graph(model, example)
         self._set_groups(*find_groups(self, ignored, heads, prune_embedding))
         self._architecture = copy.deepcopy(model).cpu()  # for trial cuts only
+        self._shapes = None  # its meta-device twin for trial MACs (False: counts differ, use real copies)
         broken = groups_that_break(self)
         for g, reason in broken.items():
             self.left_alone.setdefault(self.root_name(g), reason)
@@ -206,8 +207,17 @@ class ChannelGraph:
         return apply_plan(copy.deepcopy(self._architecture), self.plan_for(mask))
 
     def trial_macs(self, mask: torch.Tensor) -> int:
-        """MACs of the model with the channels in `mask` removed, measured by cutting a copy."""
-        return count_macs(self.cut_copy(mask), self.example.cpu())[0]
+        """MACs of the model with the channels in `mask` removed, measured by cutting a copy: a shape-only copy
+        on the meta device (no weights to copy) where it counts exactly what a real copy does."""
+        plan = self.plan_for(mask)
+        if self._shapes is None:
+            self._shapes = shape_only_copy(self._architecture, self.example.cpu())
+        if self._shapes is not False:
+            try:
+                return count_macs(apply_plan(copy.deepcopy(self._shapes), plan), self.example.to("meta"))[0]
+            except Exception:  # noqa: BLE001 - an op without a meta kernel: count on a real copy
+                self._shapes = False
+        return count_macs(apply_plan(copy.deepcopy(self._architecture), plan), self.example.cpu())[0]
 
     def layers_of_group(self, g: int) -> list[str]:
         """Names of the layers whose input or output channels group `g` sets."""
@@ -246,22 +256,6 @@ def channel_norms(slices: Sequence[ParamSlice], num_channels: int) -> torch.Tens
             per_pos = s.param.detach().float().pow(2).sum(dim=other) if other else s.param.detach().float().pow(2)
             sq.index_add_(0, s.chan, per_pos[s.pos])
     return sq.sqrt().cpu()
-
-
-def _build_dependency_graph(model: nn.Module, example: torch.Tensor):
-    import torch_pruning as tp
-
-    was_training = model.training
-    frozen = [p for p in model.parameters() if not p.requires_grad]
-    for p in frozen:  # torch-pruning traces autograd: a frozen layer would vanish from the graph
-        p.requires_grad_(True)
-    try:
-        model.eval()
-        return tp.DependencyGraph().build_dependency(model, example_inputs=example)
-    finally:
-        model.train(was_training)
-        for p in frozen:
-            p.requires_grad_(False)
 
 
 def _output_params(module: nn.Module) -> list[tuple[nn.Parameter, int]]:

@@ -117,3 +117,39 @@ def param_cuts(graph, params: dict[str, set[int]]) -> dict[str, dict]:
         cuts[name] = {"dim": dim, "size": shapes[name][dim],
                       "keep": [i for i in range(shapes[name][dim]) if i not in idxs]}
     return cuts
+
+
+def build_dependency_graph(model: nn.Module, example: torch.Tensor):
+    """torch-pruning's DependencyGraph of `model` traced on `example` (eval mode, every parameter trainable)."""
+    import warnings
+
+    import torch_pruning as tp
+
+    was_training = model.training
+    frozen = [p for p in model.parameters() if not p.requires_grad]
+    for p in frozen:  # torch-pruning traces autograd: a frozen layer would vanish from the graph
+        p.requires_grad_(True)
+    try:
+        model.eval()
+        with warnings.catch_warnings():  # torch-pruning's note on bare parameters: left_alone says what matters
+            warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
+            return tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    finally:
+        model.train(was_training)
+        for p in frozen:
+            p.requires_grad_(False)
+
+
+def shape_only_copy(model: nn.Module, example: torch.Tensor):
+    """A copy of `model` on the meta device (shapes, no data), or False when it does not count the same MACs
+    as `model` on `example` (an op without a meta kernel, a count that reads values)."""
+    from catalyst_deploy.surgery.macs import count_macs
+
+    try:
+        shapes = copy.deepcopy(model).to("meta")
+        if count_macs(shapes, example.to("meta")) == count_macs(model, example):
+            return shapes
+    except Exception:  # noqa: BLE001 - any failure on meta means: count on real copies
+        pass
+    return False
+
