@@ -64,6 +64,8 @@ def _summary(report: dict):
     if latency:
         table.add_row("ORT CPU latency", f"batch {latency['batch']}: {latency['dense_ms']:.3g} ms dense, "
                       f"{latency['pruned_ms']:.3g} ms cut: ratio {latency['ratio']:.3f}")
+    for note in report["notes"]:
+        table.add_row("note", note)
     table.add_row("status", report["status"] + (f": {report['reason']}" if report["reason"] else ""))
     table.add_row("seconds", ", ".join(f"{step} {value:g}" for step, value in report["seconds"].items()))
     return table

@@ -45,4 +45,5 @@ def layer_macs(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
             _, _, per_module, _ = tp.utils.count_ops_and_params(model, example, layer_wise=True)
     finally:
         model.train(was_training)
-    return {names[m]: int(v) for m, v in per_module.items() if m in names and not list(m.children())}
+    return {names[m]: int(v) for m, v in per_module.items()
+            if m in names and v is not None and not list(m.children())}  # None: a module it does not count
