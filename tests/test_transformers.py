@@ -144,6 +144,24 @@ def test_heads_and_mlp_units_are_cut_consistently_and_rebuild_from_the_plan(name
         assert torch.equal(rebuilt(x), model(x))
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("make", [tv_vit, tv_swin, timm_deit, timm_convnext])
+def test_a_pruned_transformer_exports_with_a_dynamic_batch(tmp_path, make):
+    """The issue's five at test size (torchvision ViT and Swin; timm's DeiT is the class of its vit_small too;
+    ConvNeXt): cut to half the MACs, one ONNX file from the torch.export-based exporter, parity <= 1e-4 of
+    the output's magnitude at batch 1 and 3."""
+    from catalyst_deploy.exporters.onnx import read_metadata, torch_to_onnx
+    from catalyst_deploy.run.check import onnx_parity
+
+    model, example = built(make), torch.randn(1, 3, 32, 32)
+    _, _, dense = cut_kind_first(model, example, "heads")
+    assert count_macs(model, example)[0] <= 0.5 * dense
+    torch_to_onnx(model, example, tmp_path / "cut.onnx")
+    assert read_metadata(tmp_path / "cut.onnx")["exporter"] == "dynamo"
+    parity = onnx_parity(model, tmp_path / "cut.onnx", example)
+    assert set(parity) == {"1", "3"} and max(parity.values()) <= 1e-4, parity
+
+
 @pytest.mark.parametrize("make", [tv_vit, tv_swin_v2, timm_swin])
 def test_removing_a_head_computes_what_zeroing_its_values_does(make):
     """A head whose value rows are zero adds nothing: cutting it must leave every other head as it was
