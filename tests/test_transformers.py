@@ -90,9 +90,9 @@ def test_stand_ins_compute_what_torchvision_computes(make):
     x = torch.randn(2, 3, 40, 40) if make is not tv_vit else torch.randn(2, 3, 32, 32)  # 40: padded windows
     with torch.no_grad():
         expected = model(x)
-        swapped = convert_attention(model, x[:1])
+        swapped, kept = convert_attention(model, x[:1])
         actual = model(x)
-    assert len(swapped) == 2 if make is tv_vit else len(swapped) == 4
+    assert (len(swapped) == 2 if make is tv_vit else len(swapped) == 4) and kept == {}
     assert float(expected.abs().max()) > 0.01
     assert torch.allclose(actual, expected, atol=1e-6, rtol=1e-5), float((actual - expected).abs().max())
 
@@ -108,8 +108,26 @@ def test_a_masked_multihead_attention_is_not_swapped():
             return self.attn(x, self.memory.expand(len(x), -1, -1), self.memory.expand(len(x), -1, -1))[0]
 
     model = CrossAttention()
-    assert convert_attention(model, torch.randn(1, 4, 16)) == {}
+    assert convert_attention(model, torch.randn(1, 4, 16)) == ({}, {})
     assert isinstance(model.attn, torch.nn.MultiheadAttention)
+
+
+def test_a_swap_that_changes_the_outputs_is_undone():
+    """torch's own TransformerEncoderLayer reads its attention's in_proj_bias on its fast path: the swap is
+    undone, the heads stay whole with the reason, and the feed-forward units are still cut."""
+    torch.manual_seed(0)
+    layer = torch.nn.TransformerEncoderLayer(16, 2, 64, batch_first=True)
+    model = torch.nn.Sequential(torch.nn.TransformerEncoder(layer, 2), torch.nn.Flatten(), torch.nn.Linear(80, 3))
+    model.eval()
+    x = torch.randn(1, 5, 16)
+    with torch.no_grad():
+        expected = model(x)
+    graph = ChannelGraph(model, x)
+    assert graph.converted == {} and isinstance(model[0].layers[0].self_attn, torch.nn.MultiheadAttention)
+    assert "changed the outputs" in graph.left_alone["0.layers.0.self_attn"]
+    assert {graph.root_name(g) for g in range(len(graph.sizes))} == {"0.layers.0.linear1", "0.layers.1.linear1"}
+    with torch.no_grad():
+        assert torch.equal(model(x), expected)
 
 
 def head_geometry_is_consistent(model) -> None:

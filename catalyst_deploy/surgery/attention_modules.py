@@ -6,7 +6,7 @@ the query/key/value width to equal `embed_dim`, and Swin's `shifted_window_atten
 parameters (same names: `qkv`, `proj`, the position-bias table), but keep `num_heads` and `head_dim` as
 their own attributes, so that removing a head only shrinks `qkv`, `proj` and the per-head tables.
 
-    converted = convert_attention(model, example)    # {module name: class name}, outputs unchanged
+    converted, kept = convert_attention(model, example)   # {name: class name}, {name: why not}; same outputs
 
 The conversion is exact up to float round-off (tests/test_transformers.py checks it against torchvision).
 """
@@ -148,15 +148,18 @@ def _shift_mask(padded_h: int, padded_w: int, window: list[int], shift: tuple[in
     return differs.masked_fill(differs != 0, -100.0).masked_fill(differs == 0, 0.0)
 
 
-def convert_attention(model: nn.Module, example: torch.Tensor) -> dict[str, str]:
-    """Swap, in place, every torchvision attention module of `model` that can be made head-prunable for
-    its stand-in here; returns {module name: stand-in class name}. A `nn.MultiheadAttention` is swapped
-    only where a forward pass on `example` shows it used as plain self-attention (query, key and value the
-    same tensor, no masks); anything else is left as it is."""
+def convert_attention(model: nn.Module, example: torch.Tensor) -> tuple[dict[str, str], dict[str, str]]:
+    """Swap, in place, every torchvision attention module of `model` that can be made head-prunable for its
+    stand-in here. Returns ({module name: stand-in class name}, {module name: why it was not swapped}).
+
+    A `nn.MultiheadAttention` is swapped only where a forward pass on `example` shows it used as plain
+    self-attention (query, key and value the same tensor, no masks). When the swapped model does not compute
+    what it did on `example` (e.g. torch's TransformerEncoderLayer reads the attention's own internals on its
+    fast path), every swap is undone and each module gets that reason."""
     from torchvision.models.swin_transformer import ShiftedWindowAttention
 
-    self_attention = _plain_self_attention(model, example)
-    swapped = {}
+    reference, self_attention = _outputs_and_self_attention(model, example)
+    swapped, originals = {}, {}
     for name, module in list(model.named_modules()):
         if isinstance(module, ShiftedWindowAttention):
             new = WindowSelfAttention.from_torchvision(module)
@@ -164,10 +167,35 @@ def convert_attention(model: nn.Module, example: torch.Tensor) -> dict[str, str]
             new = PackedSelfAttention.from_multihead_attention(module)
         else:
             continue
-        parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, child, new)
+        originals[name] = module
+        _replace(model, name, new)
         swapped[name] = type(new).__name__
-    return swapped
+    if swapped and not _computes(model, example, reference):
+        for name, module in originals.items():
+            _replace(model, name, module)
+        why = ("its model reads the attention module's own internals (the swap for a head-prunable equivalent "
+               "changed the outputs): heads left whole")
+        return {}, {name: why for name in originals}
+    return swapped, {}
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, new)
+
+
+def _computes(model: nn.Module, example: torch.Tensor, reference: list) -> bool:
+    """Whether `model` still gives `reference` on `example` (up to float round-off)."""
+    from catalyst_deploy.exporters.validation import as_output_list
+
+    try:
+        with torch.no_grad():
+            outputs = as_output_list(model.eval()(example))
+        return len(outputs) == len(reference) and all(
+            out.shape == ref.shape and torch.allclose(out, ref, rtol=1e-4, atol=1e-5 * max(1.0, float(ref.abs().max())))
+            for out, ref in zip(outputs, reference))
+    except Exception:  # noqa: BLE001 - any failure (or outputs that are not tensors) means: keep torchvision's
+        return False
 
 
 def convert_named(model: nn.Module, converted: dict[str, str]) -> None:
@@ -184,16 +212,15 @@ def convert_named(model: nn.Module, converted: dict[str, str]) -> None:
             raise UsageError(f"plan converts {name!r}, which this model does not have: wrong architecture?") from None
         if type(module).__name__ == kind:
             continue
-        parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, child, makers[kind](module))
+        _replace(model, name, makers[kind](module))
 
 
-def _plain_self_attention(model: nn.Module, example: torch.Tensor) -> set[str]:
-    """Names of the `nn.MultiheadAttention` modules that a forward pass calls as unmasked self-attention
-    with a packed projection (the only use the stand-in reproduces)."""
+def _outputs_and_self_attention(model: nn.Module, example: torch.Tensor) -> tuple[list, set[str]]:
+    """`model`'s outputs on `example`, and the names of the `nn.MultiheadAttention` modules that forward pass
+    calls as unmasked self-attention with a packed projection (the only use the stand-in reproduces)."""
+    from catalyst_deploy.exporters.validation import as_output_list
+
     names = {m: n for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)}
-    if not names:
-        return set()
     seen: dict[str, bool] = {}
 
     def record(module, args, kwargs):
@@ -207,9 +234,9 @@ def _plain_self_attention(model: nn.Module, example: torch.Tensor) -> set[str]:
     was_training = model.training
     try:
         with torch.no_grad():
-            model.eval()(example)
+            outputs = as_output_list(model.eval()(example))
     finally:
         model.train(was_training)
         for hook in hooks:
             hook.remove()
-    return {name for name, plain in seen.items() if plain}
+    return outputs, {name for name, plain in seen.items() if plain}

@@ -76,12 +76,12 @@ class ChannelGraph:
         from catalyst_deploy.surgery.attention_modules import convert_attention
         from catalyst_deploy.surgery.groups import find_groups, groups_that_break
 
-        self.converted = convert_attention(model, example)
+        self.converted, kept_whole = convert_attention(model, example)
         self.model, self.example = model, example
         self.names = {m: n for n, m in model.named_modules()}
         ignored = self._resolve_ignored(ignore)  # fills left_alone with the output layer and --ignore
         heads, attention_left_alone = find_attention(model)
-        self.left_alone.update(attention_left_alone)
+        self.left_alone.update({**attention_left_alone, **kept_whole})
         heads = [h for h in heads if h.module.qkv not in ignored]
         self.dg = build_dependency_graph(model, example)
         self._set_groups(*find_groups(self, ignored, heads, prune_embedding))
