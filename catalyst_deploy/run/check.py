@@ -89,7 +89,10 @@ def _load(cfg, report: CheckReport):
     from catalyst_deploy.inputs.models import load_model
     from catalyst_deploy.run.preflight import check_forward
 
+    import torch
+
     start = time.perf_counter()
+    torch.manual_seed(0)  # a model built at random initialisation gets the same weights, so the same trial cut
     model = load_model(cfg.model, weights=cfg.weights, trust_pickle=cfg.trust_pickle, num_classes=cfg.num_classes)
     example = random_input((1, *cfg.input_shape[1:]))
     check_forward(model, example, "--input-shape")
