@@ -4,5 +4,6 @@
     prune     the prune report as a terminal summary and report.md
     bench     the benchmark report as a terminal table and bench.md
     env       the environment report
+    check     the check report (groups, layers left alone, the trial cut)
     plots     bifurcation.png and latency.png (matplotlib's object API: no global backend switch)
 """

@@ -4,7 +4,8 @@
 steps; `phases` holds the training phases (pretrain, regularize, cut, recover) and drives any pruning
 method through `methods.base.PruningMethod` only; `train` is the training loop; `checkpoint` and
 `rundir` keep a run resumable and its folder safe; `outputs` and `deploy` write, export and benchmark
-what the cut produced; `distributed` and `ranks` run all of it under torchrun.
+what the cut produced; `distributed` and `ranks` run all of it under torchrun. `check` is the dry run
+(`catalyst-deploy check`): what a model offers to pruning, without data or training.
 
 May import: everything below it (`methods`, `surgery`, `latency`, `exporters`, `bench`, `inputs`,
 `render`, `report`, the settings layer, `errors`, `atomic`). Only `api` and `cli` import it.

@@ -3,7 +3,8 @@
 `graph.ChannelGraph` numbers every prunable channel of a model's coupled channel groups and makes
 plans and trial cuts; `plan` applies, saves and rebuilds a plan (`plan.json`, no pickle);
 `allocation.Budget` decides how many channels each group may lose for a target; `macs` is the one MAC
-counter.
+counter. `groups` is how the graph finds its groups; `attention` makes the heads of an attention module a
+group, and `attention_modules` holds the head-prunable stand-ins for torchvision's attention.
 
-May import: `errors`, `atomic` and torch / torch-pruning. Never a method, the run or the interface.
+May import: `errors`, `atomic` and torch / torchvision / torch-pruning. Never a method, the run or the interface.
 """

@@ -186,8 +186,6 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
 
 def _computes(model: nn.Module, example: torch.Tensor, reference: list) -> bool:
     """Whether `model` still gives `reference` on `example` (up to float round-off)."""
-    from catalyst_deploy.exporters.validation import as_output_list
-
     try:
         with torch.no_grad():
             outputs = as_output_list(model.eval()(example))
@@ -218,8 +216,6 @@ def convert_named(model: nn.Module, converted: dict[str, str]) -> None:
 def _outputs_and_self_attention(model: nn.Module, example: torch.Tensor) -> tuple[list, set[str]]:
     """`model`'s outputs on `example`, and the names of the `nn.MultiheadAttention` modules that forward pass
     calls as unmasked self-attention with a packed projection (the only use the stand-in reproduces)."""
-    from catalyst_deploy.exporters.validation import as_output_list
-
     names = {m: n for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)}
     seen: dict[str, bool] = {}
 
@@ -240,3 +236,11 @@ def _outputs_and_self_attention(model: nn.Module, example: torch.Tensor) -> tupl
         for hook in hooks:
             hook.remove()
     return outputs, {name for name, plain in seen.items() if plain}
+
+
+def as_output_list(output) -> list:
+    """A model output (a tensor, or nested tuples/lists of them) as a flat list."""
+    if isinstance(output, (tuple, list)):
+        return [t for item in output for t in as_output_list(item)]
+    return [output]
+
