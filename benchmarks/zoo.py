@@ -90,7 +90,7 @@ def record_of(spec: str, report: dict, seconds: float) -> dict:
             "heads_removed": cut.get("heads_removed"), "left_alone": len(report.get("left_alone", {})),
             "attention_converted": len(report.get("converted", {})), "parity": cut.get("parity"),
             "latency_dense_ms": latency.get("dense_ms"), "latency_pruned_ms": latency.get("pruned_ms"),
-            "latency_ratio": latency.get("ratio"), "seconds": round(seconds, 1)}
+            "latency_ratio": latency.get("ratio"), "seconds": round(seconds, 1), "steps": report.get("seconds")}
 
 
 def run_isolated(spec: str) -> dict:

@@ -12,7 +12,8 @@ def zoo_section(records: dict[str, dict], meta: dict) -> str:
     lines = ["## Coverage of the torchvision and timm zoos (`benchmarks/zoo.py`)", "",
              f"Machine: {meta['machine']}; commit {meta['commit']}. Every model at random initialisation, "
              "`catalyst-deploy check MODEL --target-flops 0.5 --bench` in a process of its own at nice 10 on one "
-             "thread: the cut takes the channels with the smallest L2 norm (--round-to 8, --max-layer-ratio 0.9; "
+             "thread (torch seeded with 0): the cut takes first the channels whose producer parameters have the "
+             "smallest root-mean-square, so heads and MLP units compete (--round-to 8, --max-layer-ratio 0.9; "
              "an attention head is one unit), the cut and the dense model are exported to ONNX with a dynamic "
              "batch and checked at batch 1 and 3 (relative parity: max |ORT - PyTorch| / max |PyTorch|, "
              "limit 1e-4), and ONNX Runtime CPU times them interleaved at **batch 1 only** (p50, at least "

@@ -4,8 +4,9 @@
     report.status, report.reason          # "ok" / "failed", and why (one line, with what to do)
 
 It builds the channel graph and reports the groups (kind, size, MACs per channel), the layers left alone
-and why, the least MACs the limits allow, and a trial cut at the target: the channels with the smallest
-L2 norm go first (at random initialisation any choice gives the same shapes). The cut is exported to ONNX
+and why, the least MACs the limits allow, and a trial cut at the target: the channels whose producer
+parameters have the smallest root-mean-square go first (heads and MLP units compete on equal terms; at
+random initialisation this mixes the kinds of group, which is what a check of the cut wants). The cut is exported to ONNX
 (dynamic batch) and checked against PyTorch at batch 1 and 3; with `bench`, the dense and cut files are
 timed against each other on ONNX Runtime CPU at batch 1. Nothing is written outside a temporary folder.
 """
@@ -179,12 +180,25 @@ def _share_cut(entry: dict) -> float:
     return max(1 - len(entry[kind]["keep"]) / entry[kind]["size"] for kind in ("out", "in") if kind in entry)
 
 
-def _trial_cut(cfg, graph, budget, model, example, report: CheckReport, log) -> None:
+def rms_magnitude(graph):
+    """The root-mean-square of each channel's producer parameters: an L2 norm that does not grow with the
+    number of parameters, so a head (3 x head_dim rows) and an MLP unit (one row) compete on equal terms."""
+    import torch
+
     from catalyst_deploy.surgery.graph import channel_norms
+
+    slices = graph.producer_slices()
+    counts = torch.zeros(graph.num_channels)
+    for s in slices:
+        counts.index_add_(0, s.chan.cpu(), torch.full((len(s.chan),), s.param.numel() / s.param.shape[s.dim]))
+    return channel_norms(slices, graph.num_channels) / counts.clamp(min=1).sqrt()
+
+
+def _trial_cut(cfg, graph, budget, model, example, report: CheckReport, log) -> None:
     from catalyst_deploy.surgery.macs import count_macs
 
     start = time.perf_counter()
-    mask = budget.select(-channel_norms(graph.producer_slices(), graph.num_channels))
+    mask = budget.select(-rms_magnitude(graph))
     pruned = graph.cut_copy(mask).eval()
     macs, params = count_macs(pruned, example)
     heads = sum(int(mask[graph.offsets[g]:graph.offsets[g + 1]].sum()) for g in range(len(graph.sizes))
