@@ -93,6 +93,7 @@ def test_stand_ins_compute_what_torchvision_computes(make):
         swapped, kept = convert_attention(model, x[:1])
         actual = model(x)
     assert (len(swapped) == 2 if make is tv_vit else len(swapped) == 4) and kept == {}
+    assert convert_attention(model, x[:1]) == (swapped, {})  # a second graph on the same model records the swap too
     assert float(expected.abs().max()) > 0.01
     assert torch.allclose(actual, expected, atol=1e-6, rtol=1e-5), float((actual - expected).abs().max())
 
