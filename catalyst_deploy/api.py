@@ -1,4 +1,4 @@
-"""What the CLI and Python users call: prune(), export(), bench(), env_report().
+"""What the CLI and Python users call: prune(), export(), bench(), check(), env_report().
 
     from catalyst_deploy import api
     report = api.prune(api.load_config("demo", out="runs/demo"))
@@ -12,7 +12,7 @@ from pathlib import Path
 from collections.abc import Callable
 
 from catalyst_deploy.bench.harness import BenchOptions  # noqa: F401 (what `bench` takes, re-exported)
-from catalyst_deploy.config import PruneConfig, load_config  # noqa: F401 (re-exported for callers)
+from catalyst_deploy.config import PruneConfig, load_check_config, load_config  # noqa: F401 (re-exported for callers)
 from catalyst_deploy.exporters import ExportOptions  # noqa: F401 (what `export` takes, re-exported)
 from catalyst_deploy.errors import CatalystDeployError, PartialFailure, UsageError  # noqa: F401 (PartialFailure re-exported)
 
@@ -168,6 +168,20 @@ def bench(pruned, baseline=None, options=None, out_dir: str | Path | None = None
     if folder is not None:
         folder.finish()
     return report
+
+
+def check(cfg, log: Callable[[str], None] = print):
+    """What the model of `cfg` (a `config.CheckConfig`, see `config.load_check_config`) offers to pruning, with
+    no data and no training: its channel groups, the layers left alone and why, the least MACs the limits
+    allow, and a trial cut at the target exported to ONNX (parity at batch 1 and 3; ONNX Runtime latency
+    against the dense model with `cfg.bench`). Returns a `run.check.CheckReport`; a model that cannot be
+    pruned is a report with status "failed" and a one-line reason. Raises UsageError for bad input.
+
+        report = api.check(load_check_config(model="torchvision:resnet50", input_shape="1,3,224,224"))
+    """
+    from catalyst_deploy.run.check import check_model
+
+    return check_model(cfg, log)
 
 
 def env_report() -> dict:

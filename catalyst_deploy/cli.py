@@ -9,11 +9,14 @@ failed, 2: bad usage), unexpected ones one line and a hint to rerun with --debug
 
 from __future__ import annotations
 
+import json
+
 import typer
 
-from catalyst_deploy.config import BenchSettings, PruneConfig, default_text
+from catalyst_deploy.config import BenchSettings, CheckConfig, PruneConfig, default_text, load_check_config
 from catalyst_deploy.formats import backend_help, format_help
 from catalyst_deploy.method_table import method_help
+from catalyst_deploy.render.check import print_check  # rich is imported only when it prints
 
 app = typer.Typer(help="Prune PyTorch models with the Catalyst regularizer, export them, and benchmark dense vs "
                        "pruned.", no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
@@ -58,6 +61,7 @@ def prune(
     ignore: str = typer.Option(None, help="comma-separated module names whose channels stay whole"),
     round_to: int = typer.Option(None, help="keep channel counts multiples of this " + _d("round_to")),
     max_layer_ratio: float = typer.Option(None, help="remove at most this share of any layer's channels " + _d("max_layer_ratio")),
+    prune_embedding: bool = typer.Option(False, "--prune-embedding", help="also prune a transformer's embedding width: it is coupled through every LayerNorm and residual add of its stage, so each channel cut touches every block"),
     reg_epochs: float = typer.Option(None, help="epochs of the regularized phase " + _d("reg_epochs")),
     recover_epochs: float = typer.Option(None, help="epochs of recovery fine-tuning " + _d("recover_epochs")),
     lr: float = typer.Option(None, help="learning rate " + _d("lr")),
@@ -84,7 +88,8 @@ def prune(
 
     cfg = api.load_config(recipe, model=model, data=data, target_flops=target_flops, method=method, out=out,
                           weights=weights, trust_pickle=trust_pickle or None, input_shape=input_shape, ignore=ignore,
-                          round_to=round_to, max_layer_ratio=max_layer_ratio, reg_epochs=reg_epochs,
+                          round_to=round_to, max_layer_ratio=max_layer_ratio, prune_embedding=prune_embedding or None,
+                          reg_epochs=reg_epochs,
                           recover_epochs=recover_epochs, lr=lr, batch_size=batch_size, steps_per_epoch=steps_per_epoch,
                           val_size=val_size, device=device, threads=threads, seed=seed, export=export,
                           bench=bench or None, bench_batches=bench_batch, latency_aware=latency_aware,
@@ -198,6 +203,32 @@ def bench(
 
 
 @app.command()
+def check(
+    model: str = typer.Argument(..., help="file.pt, torchvision:NAME, timm:NAME, zoo:NAME or pkg.module:factory"),
+    input_shape: str = typer.Option(None, help="example input N,C,H,W " + _d("input_shape", CheckConfig)),
+    target_flops: str = typer.Option(None, "--target-flops", help="MACs target of the trial cut " + _d("target_flops", CheckConfig)),
+    ignore: str = typer.Option(None, help="comma-separated module names whose channels stay whole"),
+    round_to: int = typer.Option(None, help="keep channel counts multiples of this " + _d("round_to", CheckConfig)),
+    max_layer_ratio: float = typer.Option(None, help="remove at most this share of any layer's channels " + _d("max_layer_ratio", CheckConfig)),
+    prune_embedding: bool = typer.Option(False, "--prune-embedding", help="also cut a transformer's embedding width (every block's LayerNorms and residual adds)"),
+    bench: bool = typer.Option(False, "--bench", help="time the trial cut against the dense model on ONNX Runtime CPU, batch 1"),
+    threads: int = typer.Option(None, help="torch and ONNX Runtime CPU threads [torch 1, ONNX Runtime its default]"),
+    trust_pickle: bool = TRUST_PICKLE,
+    as_json: bool = AS_JSON,
+) -> None:
+    """Can this model be pruned, and how far? No data, no training: its channel groups, the layers left alone and
+    why, the least MACs the limits allow, and a trial cut at --target-flops checked in ONNX at batch 1 and 3."""
+    cfg = load_check_config(**{k: v for k, v in locals().items() if k != "as_json"})  # usage errors first
+    from catalyst_deploy import api
+
+    report = api.check(cfg, log=(lambda _m: None) if as_json else typer.echo).to_dict()
+    (_echo_json if as_json else print_check)(report)
+    if report["status"] != "ok":
+        typer.echo(f"error: {report['reason']}", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
 def env(as_json: bool = AS_JSON) -> None:
     """Versions, CPU and its ISA flags, devices, and which formats and benchmark backends work here."""
     from catalyst_deploy import api
@@ -214,8 +245,6 @@ def env(as_json: bool = AS_JSON) -> None:
 
 
 def _echo_json(data: dict) -> None:
-    import json
-
     typer.echo(json.dumps(data, indent=2, default=str))
 
 

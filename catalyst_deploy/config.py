@@ -115,6 +115,8 @@ class PruneConfig:
     round_to: int | None = setting(8, "keep channel counts multiples of this", lo=1)
     max_layer_ratio: float = setting(0.9, "remove at most this share of any group's channels", lo=0.0, hi=1.0,
                                      lo_open=True, hi_open=True)
+    prune_embedding: bool = setting(False, "also prune a transformer's embedding width, coupled through every "
+                                           "LayerNorm and residual add of its stage (docs/transformers.md)")
     pretrain_epochs: float = setting(0.0, "dense training before pruning", lo=0.0)
     pretrain_lr: float = setting(0.1, "learning rate of the dense training", lo=0.0, hi=1e6, lo_open=True)
     reg_epochs: float = setting(2.0, "epochs of the regularized phase (plain fine-tuning for one-shot methods)",
@@ -153,6 +155,46 @@ class PruneConfig:
     @property
     def target(self) -> FlopsTarget:
         return parse_flops_target(self.target_flops)
+
+
+def _prune_default(name: str):
+    return PruneConfig.__dataclass_fields__[name].default
+
+
+@dataclass(frozen=True)
+class CheckConfig:
+    """`check`: what a model offers to pruning, without data or training. The limits are prune's."""
+
+    model: str = setting("", "file.pt, torchvision:NAME, timm:NAME, zoo:NAME or pkg.module:factory")
+    input_shape: tuple[int, ...] = setting((1, 3, 224, 224), "N,C,H,W of the example input")
+    weights: str | None = setting(None, "state dict file to load into the model")
+    trust_pickle: bool = setting(False, "allow model files that need classes outside the allowlist")
+    num_classes: int | None = setting(None, "classes of torchvision/timm models (None: their default)", lo=1)
+    target_flops: str = setting(_prune_default("target_flops"), "MACs target of the trial cut")
+    ignore: tuple[str, ...] = setting((), "module names whose channels stay whole")
+    round_to: int | None = setting(_prune_default("round_to"), "keep channel counts multiples of this", lo=1)
+    max_layer_ratio: float = setting(_prune_default("max_layer_ratio"), "remove at most this share of any "
+                                     "group's channels", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+    prune_embedding: bool = setting(False, "also prune a transformer's embedding width")
+    bench: bool = setting(False, "time the trial cut against the dense model on ONNX Runtime CPU")
+    bench_min_time_s: float = setting(1.0, "least seconds of timed runs per model with bench", lo=0.0)
+    threads: int | None = setting(None, "torch and ONNX Runtime CPU threads (None: torch 1, ONNX Runtime its "
+                                        "default)", lo=1)
+
+    @property
+    def target(self) -> FlopsTarget:
+        return parse_flops_target(self.target_flops)
+
+
+def load_check_config(**values: Any) -> CheckConfig:
+    """A CheckConfig from keyword values (None values are ignored); validates everything."""
+    cfg = build(CheckConfig, {k: v for k, v in values.items() if v is not None})
+    if not cfg.model:
+        raise UsageError("no model given: pass a model spec (file.pt, torchvision:NAME, pkg.mod:factory)")
+    if len(cfg.input_shape) != 4:
+        raise UsageError(f"--input-shape must be N,C,H,W, e.g. 1,3,224,224; got {','.join(map(str, cfg.input_shape))}")
+    parse_flops_target(cfg.target_flops)
+    return cfg
 
 
 SECTIONS = {"catalyst": CatalystSettings, "catalyst_gated": GatedCatalystSettings, "export": ExportSettings,

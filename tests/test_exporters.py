@@ -252,3 +252,54 @@ def test_an_opset_the_dynamo_exporter_cannot_write_falls_back_with_the_reason(tm
     assert read_metadata(tmp_path / "m.onnx")["exporter"] == "torchscript"
     assert "TorchScript" in caplog.text
     assert onnx.load(str(tmp_path / "m.onnx")).opset_import[0].version == 13
+
+
+def tiny_torchvision_vit():
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.VisionTransformer(32, 16, num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=32,
+                                                 num_classes=10).eval()
+    nn.init.normal_(model.heads.head.weight)  # torchvision starts it at zero: every output would be 0
+    return model
+
+
+def test_a_torchvision_vit_exports_with_a_dynamic_batch(tmp_path):
+    """nn.MultiheadAttention traced at batch 1 by torch.export came out with the batch baked into a Reshape:
+    ONNX Runtime failed at batch 3 (issue 17). Traced at batch 2, the file runs at 1 and 3."""
+    from catalyst_deploy.exporters.onnx import read_metadata
+
+    model = tiny_torchvision_vit()
+    check = torch_to_onnx(model, torch.randn(1, 3, 32, 32), tmp_path / "vit.onnx")
+    assert read_metadata(tmp_path / "vit.onnx")["exporter"] == "dynamo"  # no fallback needed
+    session = ort.InferenceSession(str(tmp_path / "vit.onnx"), providers=["CPUExecutionProvider"])
+    for batch in (1, 3):
+        x = torch.randn(batch, 3, 32, 32)
+        with torch.no_grad():
+            expected = model(x).numpy()
+        actual = session.run(None, {"input": x.numpy()})[0]
+        assert np.abs(actual - expected).max() <= 1e-4 * np.abs(expected).max()
+    assert check.max_abs_diff <= check.atol
+
+
+def test_a_file_onnx_runtime_cannot_run_falls_back_to_torchscript(tmp_path, caplog, monkeypatch):
+    import logging
+
+    from catalyst_deploy.exporters import onnx as onnx_exporter
+
+    monkeypatch.setattr(onnx_exporter, "_traced_example", lambda example, _dynamic: example)  # the old trace at 1
+    with caplog.at_level(logging.WARNING, logger="catalyst_deploy.exporters.onnx"):
+        check = torch_to_onnx(tiny_torchvision_vit(), torch.randn(1, 3, 32, 32), tmp_path / "vit.onnx")
+    assert onnx_exporter.read_metadata(tmp_path / "vit.onnx")["exporter"] == "torchscript"
+    assert "does not run in ONNX Runtime" in caplog.text and "at batch 3" in caplog.text
+    assert check.max_abs_diff <= check.atol
+
+
+def test_a_model_too_large_for_one_onnx_file_is_refused_before_export(tmp_path, monkeypatch):
+    from catalyst_deploy.errors import CatalystDeployError
+    from catalyst_deploy.exporters import onnx as onnx_exporter
+
+    monkeypatch.setattr(onnx_exporter, "PROTOBUF_LIMIT_BYTES", 1000)  # tiny_model holds more than 1000 bytes
+    with pytest.raises(CatalystDeployError, match="an ONNX file holds at most 2 GiB"):
+        torch_to_onnx(tiny_model(), torch.randn(1, 3, 8, 8), tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []

@@ -154,9 +154,11 @@ def test_unknown_spec_forms_list_what_is_accepted():
         load_model("resnet18")
 
 
-@pytest.mark.skipif(__import__("importlib").util.find_spec("timm") is not None, reason="timm is installed")
-def test_timm_spec_without_timm_names_the_install():
-    with pytest.raises(MissingDependency, match="pip install timm"):
+def test_timm_spec_without_timm_names_the_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "timm", None)  # `import timm` fails as if it were not installed
+    with pytest.raises(MissingDependency, match=r"pip install 'catalyst-deploy\[timm\]'"):
         load_model("timm:resnet18")
 
 

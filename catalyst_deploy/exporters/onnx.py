@@ -22,6 +22,12 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 # Extra batch checked when the batch axis is dynamic: a batch other than the traced one proves the axis works.
 EXTRA_CHECK_BATCH = 2
+# An ONNX file is one protobuf message, which cannot exceed 2 GiB; this exporter writes no external data.
+PROTOBUF_LIMIT_BYTES = 2**31
+
+
+class OnnxRuntimeFailure(CatalystDeployError):
+    """ONNX Runtime could not run the exported file at all (as opposed to running it with other numbers)."""
 
 
 def torch_to_onnx(model, example, path: str | Path, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = True,
@@ -42,15 +48,40 @@ def torch_to_onnx(model, example, path: str | Path, *, opset: int = DEFAULT_OPSE
 
     if exporter not in EXPORTERS:
         raise CatalystDeployError(f"unknown ONNX exporter {exporter!r}: expected one of {', '.join(EXPORTERS)}")
+    check_onnx_size(model)
     with atomic_path(path) as tmp, eval_mode(model):
         output_names = _output_names(model, example)
         used = _export(model, example, tmp, opset, dynamic_batch, output_names, exporter)
-        _write_metadata(tmp, {**(metadata or {}), "exporter": used})
         try:
-            onnx.checker.check_model(str(tmp))
-        except onnx.checker.ValidationError as err:
-            raise CatalystDeployError(f"onnx.checker rejected the export: {_first_line(err)}") from err
-        return validate_onnx(model, tmp, example, dynamic_batch, atol)
+            return _check_written(model, tmp, example, dynamic_batch, atol, {**(metadata or {}), "exporter": used})
+        except OnnxRuntimeFailure as err:
+            if used != "dynamo":
+                raise
+            log.warning("the torch.export-based ONNX file does not run in ONNX Runtime (%s); using the TorchScript "
+                        "exporter", err)
+        _torch_onnx_export(model, example, tmp, opset, dynamic_batch, output_names, dynamo=False)
+        return _check_written(model, tmp, example, dynamic_batch, atol, {**(metadata or {}), "exporter": "torchscript"})
+
+
+def _check_written(model, path: Path, example, dynamic_batch: bool, atol: float, metadata: dict) -> OutputCheck:
+    """Metadata into the written file, then onnx.checker and ONNX Runtime against PyTorch."""
+    import onnx
+
+    _write_metadata(path, metadata)
+    try:
+        onnx.checker.check_model(str(path))
+    except onnx.checker.ValidationError as err:
+        raise CatalystDeployError(f"onnx.checker rejected the export: {_first_line(err)}") from err
+    return validate_onnx(model, path, example, dynamic_batch, atol)
+
+
+def check_onnx_size(model) -> None:
+    """CatalystDeployError when `model`'s weights alone exceed what one ONNX file can hold (2 GiB)."""
+    size = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+    if size >= PROTOBUF_LIMIT_BYTES:
+        raise CatalystDeployError(f"the model's weights take {size / 2**30:.2f} GiB, and an ONNX file holds at most "
+                                  "2 GiB (protobuf; this exporter writes no external data): export the torch format, "
+                                  "or prune it first and export the smaller model")
 
 
 def check_onnx_file(model, path: str | Path, example, atol: float = 1e-4) -> OutputCheck:
@@ -82,6 +113,7 @@ def _torch_onnx_export(model, example, path: Path, opset: int, dynamic_batch: bo
 
     axes = {name: {0: "batch"} for name in [INPUT_NAME, *output_names]} if dynamic_batch else None
     options = dict(external_data=False) if dynamo else dict(do_constant_folding=True)
+    example = _traced_example(example, dynamic_batch and dynamo)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_loggers():
             warnings.simplefilter("ignore")  # the legacy exporter's DeprecationWarning, tracer warnings
@@ -90,6 +122,15 @@ def _torch_onnx_export(model, example, path: Path, opset: int, dynamic_batch: bo
     except Exception as err:
         raise CatalystDeployError(f"torch.onnx.export ({'dynamo' if dynamo else 'torchscript'}) failed: "
                                   f"{_first_line(err)}") from err
+
+
+def _traced_example(example, dynamic_batch: bool):
+    """The input torch.export traces: torch.export turns a dimension traced at size 1 into the constant 1, so
+    a batch axis traced at 1 can come out baked into a Reshape (torchvision's vit_b_16 then fails in ONNX
+    Runtime at batch 3); a dynamic batch is traced at 2."""
+    import torch
+
+    return torch.cat([example, example]) if dynamic_batch and example.shape[0] == 1 else example
 
 
 @contextlib.contextmanager
@@ -145,7 +186,11 @@ def validate_onnx(model, onnx_path: str | Path, example, dynamic_batch: bool, at
     for seed, batch in enumerate(batches):
         x = random_input((batch, *example.shape[1:]), seed=seed)
         expected = run_torch(model, x.to(example.device))
-        actual = session.run(None, {INPUT_NAME: x.numpy()})
+        try:
+            actual = session.run(None, {INPUT_NAME: x.numpy()})
+        except Exception as err:  # ORT raises its own Fail / InvalidArgument types
+            raise OnnxRuntimeFailure(f"ONNX Runtime fails on {Path(onnx_path).name} at batch {batch}: "
+                                     f"{_first_line(err)[:200]}") from err
         checks.append(check_outputs("onnx", expected, actual, atol))
     return max(checks, key=lambda check: check.max_abs_diff)
 

@@ -119,7 +119,7 @@ def build_timm_model(name: str, *, num_classes: int | None = None) -> nn.Module:
     try:
         import timm
     except ImportError:
-        raise MissingDependency("timm is not installed: pip install timm") from None
+        raise MissingDependency("timm is not installed: pip install 'catalyst-deploy[timm]'") from None
     known = timm.list_models()
     if name.partition(".")[0] not in known:  # names may carry a pretrained tag: resnet50.a1_in1k
         raise UsageError(f"unknown timm model {name!r}{did_you_mean(name, known)}")

@@ -1,6 +1,6 @@
 """This package's own small models, for the CPU benchmark, the demo and fast tests.
 
-Use them by spec (``zoo:small_resnet``, ``zoo:tiny_cnn``) or call the factories directly. Every
+Use them by spec (``zoo:small_resnet``, ``zoo:tiny_cnn``, ``zoo:tiny_vit``) or call the factories directly. Every
 class is a plain ``nn.Module`` defined at module level, so ``torch.save(model)`` pickles it and
 :func:`catalyst_deploy.inputs.models.load_model` reads it back with ``weights_only=True``.
 """
@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["ConvBNReLU", "ResidualBlock", "SmallResNet", "TinyCNN", "fashion_small_resnet", "small_resnet", "tiny_cnn"]
+__all__ = ["ConvBNReLU", "ResidualBlock", "SmallResNet", "TinyCNN", "fashion_small_resnet", "small_resnet", "tiny_cnn",
+           "tiny_vit"]
 
 PRETRAINED_DIR = Path(__file__).parents[1] / "pretrained"  # package data at the package root
 
@@ -158,3 +159,17 @@ def fashion_small_resnet(in_channels: int = 1, num_classes: int = 10) -> SmallRe
     model = small_resnet(in_channels=1, num_classes=10)
     load_weights(model, PRETRAINED_DIR / "fashion_small_resnet.pt")
     return model
+
+
+def tiny_vit(in_channels: int = 1, num_classes: int = 10, image_size: int = 28, patch_size: int = 7):
+    """torchvision's VisionTransformer at a test size (2 layers, 4 heads of 16, MLP 128) for 28x28 images,
+    with a patch embedding for `in_channels`: a transformer for fast tests and the demo data. The head
+    starts random (torchvision starts it at zero, which makes every output 0)."""
+    import torchvision
+
+    model = torchvision.models.VisionTransformer(image_size, patch_size, num_layers=2, num_heads=4, hidden_dim=64,
+                                                 mlp_dim=128, num_classes=num_classes)
+    model.conv_proj = nn.Conv2d(in_channels, 64, patch_size, stride=patch_size)
+    nn.init.normal_(model.heads.head.weight, std=0.02)
+    return model
+

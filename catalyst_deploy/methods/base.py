@@ -66,6 +66,12 @@ class PruningMethod(abc.ABC):
         """Build the method from the run settings (config.PruneConfig); reads only what it needs."""
         return cls()
 
+    @classmethod
+    def cannot_rank(cls, graph: ChannelGraph) -> str | None:
+        """Why this method cannot rank every channel group of `graph`, or None when it can; asked before any
+        training, so that a run that would fail at the cut is refused at once."""
+        return None
+
     def start(self, graph: ChannelGraph, budget: Budget, steps: int) -> None:
         """Called once, before the regularized phase, with the graph of the model being trained, the budget its
         prune set must meet (MACs oracle, target, limits, latency weights) and the phase's optimizer steps.

@@ -22,10 +22,8 @@ class _ImportanceRanking(PruningMethod):
     def priority(self):
         import torch
 
-        imp = self._importance()
         with torch.no_grad():
-            parts = [imp(group).detach().float().cpu() for group in self.graph.groups]
-        return -torch.cat(parts)
+            return -self.graph.importance(self._importance())
 
 
 class L1Ranking(_ImportanceRanking):
@@ -108,6 +106,20 @@ class GroupLasso(_ImportanceRanking):
 
 
 class NetworkSlimming(GroupLasso):
+    @classmethod
+    def cannot_rank(cls, graph) -> str | None:
+        """Slimming reads BatchNorm scales: a group without a BatchNorm (a transformer's heads and MLP units) has
+        nothing to rank by."""
+        from torch import nn
+
+        bare = [g for g, group in enumerate(graph.groups)
+                if not any(isinstance(dep.target.module, nn.modules.batchnorm._BatchNorm) for dep, _ in group)]
+        if not bare:
+            return None
+        return (f"slimming ranks channels by their BatchNorm scale, and {len(bare)} of {len(graph.groups)} channel groups "
+                f"have no BatchNorm (e.g. the {graph.kind(bare[0])} of {graph.root_name(bare[0])}): choose another "
+                "--method (catalyst, l1, group-lasso, taylor, random)")
+
     def _pruner(self, graph):
         import torch_pruning as tp
 

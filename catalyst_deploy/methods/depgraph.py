@@ -9,6 +9,9 @@
   (`iterative_steps`, each step re-scoring what is left) until the MACs reach the target. The order in which
   it removes them is this method's priority, so the shared cut (`surgery.allocation.Budget`, with the same
   `--round-to` and per-layer limit as every method) takes exactly that prefix, and recovery is identical.
+- **Attention heads** are ranked by the same importance (a head's mean) after every channel the progressive
+  pruning removed: torch-pruning 1.6's global head pruning fails at a step that removes no head (its head
+  threshold is then unset), so its pruner leaves the qkv projections to the shared cut.
 """
 
 from __future__ import annotations
@@ -77,9 +80,8 @@ class DepGraphPruner(PruningMethod):
 
     def _final_importance(self) -> torch.Tensor:
         """The group-normalised importance of every channel on the sparse model (each group's max is 1)."""
-        imp = self.pruner.importance
         with torch.no_grad():
-            return torch.cat([imp(group).detach().float().cpu() for group in self.graph.groups])
+            return self.graph.importance(self.pruner.importance)
 
     def _pruner(self, model: nn.Module):
         """A GroupNormPruner on `model` (the live model or a copy) over the same channel groups as the channel
@@ -92,8 +94,13 @@ class DepGraphPruner(PruningMethod):
         example = self.graph.example.detach().to(next(model.parameters()).device)
         roots = (tp.ops.TORCH_CONV, tp.ops.TORCH_LINEAR)
         dg = tp.DependencyGraph().build_dependency(model, example_inputs=example)
-        ignored = [g[0].dep.target.module for g in dg.get_all_groups(root_module_types=roots)
-                   if names.get(g[0].dep.target.module) not in kept]
+        # every layer whose outputs a left-whole group cuts (a transformer's embedding width can be rooted at any),
+        # and the qkv rows of attention heads: torch-pruning would cut them one row at a time
+        ignored = [dep.target.module for g in dg.get_all_groups(root_module_types=roots)
+                   if names.get(g[0].dep.target.module) not in kept for dep, _ in g
+                   if dg.is_out_channel_pruning_fn(dep.handler) and isinstance(dep.target.module, nn.Module)]
+        ignored += [model.get_submodule(self.graph.heads(g).qkv) for g in range(len(self.graph.sizes))
+                    if self.graph.heads(g) is not None]
         return tp.pruner.GroupNormPruner(
             model, example, importance=tp.importance.GroupMagnitudeImportance(p=2, normalizer="max"),
             reg=self.reg, global_pruning=True, iterative_steps=self.iterative_steps, pruning_ratio=1.0,

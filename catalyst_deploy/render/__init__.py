@@ -4,6 +4,7 @@
     prune     the prune report as a terminal summary and report.md
     bench     the benchmark report as a terminal table and bench.md
     env       the environment report
+    check     the check report (groups, layers left alone, the trial cut)
     plots     bifurcation.png and latency.png (matplotlib's object API: no global backend switch)
 
 It renders what it is given (reports, dicts, numbers) and asks nothing of the run: may import the settings

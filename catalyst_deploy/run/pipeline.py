@@ -98,6 +98,7 @@ class PruneRun:
         shape = cfg.input_shape or (1, channels, *splits.info.image_size)
         example = torch.randn(1, *shape[1:], generator=torch.Generator().manual_seed(0))
         preflight.check_forward(model, example, "--input-shape")
+        preflight.check_onnx_fits(cfg, model)
         loaders = {"train": train, "test": test, "val": val}
         preflight.check_data(model, loaders, torch.device("cpu"))
         model = to_device(model, device)
@@ -108,15 +109,17 @@ class PruneRun:
         from catalyst_deploy.run import preflight
 
         cfg = self.cfg
+        # first: it may swap attention modules for head-prunable ones (same outputs), which the counter then sees
+        graph = ChannelGraph(model, example, cfg.ignore, prune_embedding=cfg.prune_embedding)
         macs, params = count_macs(model, example)
-        graph = ChannelGraph(model, example, cfg.ignore)
         # measured latencies differ from rank to rank: rank 0's decide for all
         weight = self.group_weight
         if weight is None and cfg.latency_aware:
             weight = distributed.from_main(lambda: self._latency_weights(model, example, graph))
         budget = Budget(tuple(graph.sizes), graph.trial_macs, cfg.target.macs(macs), cfg.round_to, cfg.max_layer_ratio,
-                        weight)
+                        weight, tuple(graph.unit_widths))
         preflight.check_target(cfg, budget, macs)
+        preflight.check_method(cfg, graph)
         return Setup(model, loaders, example, device, info, graph, budget, macs, params)
 
     def _latency_weights(self, model, example, graph) -> torch.Tensor:

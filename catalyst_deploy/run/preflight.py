@@ -4,7 +4,9 @@
   the export and the benchmark is valid;
 - the model runs forward on the example input, and one batch of each split goes through it;
 - the FLOPs target is reachable under --round-to / --max-layer-ratio / --ignore (the reachable minimum
-  is named), and it removes something.
+  is named), and it removes something;
+- the method can rank every channel group (slimming needs a BatchNorm in each);
+- a dense model exported for --bench fits in one ONNX file (2 GiB).
 """
 
 from __future__ import annotations
@@ -89,14 +91,15 @@ def check_data(model, loaders, device) -> None:
 
 def check_target(cfg, budget, dense_macs: int) -> None:
     """UsageError when the target asks for nothing or for more than the limits allow."""
-    from catalyst_deploy.surgery.allocation import largest_cut_macs
-
+    if not budget.sizes:
+        raise UsageError(f"no channel group of {cfg.model} can be cut: `catalyst-deploy check {cfg.model}` lists the "
+                         "layers left alone and why; --ignore fewer layers")
     target = budget.target_macs
     if target >= dense_macs:
         raise UsageError(f"--target-flops {cfg.target_flops} allows {target / 1e6:.4g}M MACs, and the model has only "
                          f"{dense_macs / 1e6:.4g}M: nothing would be pruned; give a share such as 0.5 or a smaller "
                          "budget")
-    least = largest_cut_macs(budget.sizes, budget.macs_of, budget.round_to, budget.max_ratio)
+    least = budget.largest_cut_macs()
     if least > target:
         raise UsageError(f"--target-flops {cfg.target_flops} cannot be reached: the most these limits allow is "
                          f"{least / dense_macs:.3f} of the dense MACs ({least / 1e6:.4g}M) with --round-to "
@@ -107,3 +110,22 @@ def check_target(cfg, budget, dense_macs: int) -> None:
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
+
+def check_onnx_fits(cfg, model) -> None:
+    """With --export onnx and --bench the dense model is exported too: refuse one that no ONNX file can hold
+    (2 GiB) before training, not after."""
+    if "onnx" in cfg.export.formats and cfg.bench.enabled:
+        from catalyst_deploy.exporters.onnx import check_onnx_size
+
+        check_onnx_size(model)
+
+
+def check_method(cfg, graph) -> None:
+    """UsageError when the method cannot rank every channel group of the model (before any training)."""
+    from catalyst_deploy.methods import method_class
+
+    reason = method_class(cfg.method).cannot_rank(graph)
+    if reason:
+        raise UsageError(reason)
+

@@ -33,16 +33,21 @@ class Budget:
     round_to: int | None = 8
     max_ratio: float = 0.9
     group_weight: torch.Tensor | None = None
+    unit_width: tuple[int, ...] | None = None  # channels per unit (an attention head: head_dim); None: all 1
 
     def select(self, priority: torch.Tensor, candidates: torch.Tensor | None = None) -> torch.Tensor:
         """`select_to_target` under this budget (latency-weighted when `group_weight` is set)."""
         if self.group_weight is not None:
             priority = latency_weighted(priority, self.sizes, self.group_weight)
         return select_to_target(priority, self.sizes, self.macs_of, self.target_macs, self.round_to, self.max_ratio,
-                                candidates)
+                                candidates, self.unit_width)
 
     def limit(self, chosen: torch.Tensor, priority: torch.Tensor, round_to: int | None = None) -> torch.Tensor:
-        return limit(chosen, priority, self.sizes, round_to, self.max_ratio)
+        return limit(chosen, priority, self.sizes, round_to, self.max_ratio, self.unit_width)
+
+    def largest_cut_macs(self) -> int:
+        """MACs left by the largest cut these limits allow: the least a target can ask for."""
+        return largest_cut_macs(self.sizes, self.macs_of, self.round_to, self.max_ratio, self.unit_width)
 
 
 def offsets_of(sizes: Sequence[int]) -> list[int]:
@@ -50,6 +55,16 @@ def offsets_of(sizes: Sequence[int]) -> list[int]:
     for size in sizes:
         out.append(out[-1] + size)
     return out
+
+
+def units_per_block(round_to: int | None, width: int) -> int | None:
+    """`round_to` channels in units of `width` channels each: an attention head of 64 channels is its own
+    block (1), a plain channel keeps `round_to`."""
+    return None if not round_to else max(1, math.ceil(round_to / width))
+
+
+def _group_rounding(sizes: Sequence[int], round_to: int | None, unit_width: Sequence[int] | None) -> list:
+    return [units_per_block(round_to, w) for w in (unit_width or [1] * len(sizes))]
 
 
 def allowed_prune_count(size: int, wanted: int, round_to: int | None, max_ratio: float) -> int:
@@ -64,15 +79,16 @@ def allowed_prune_count(size: int, wanted: int, round_to: int | None, max_ratio:
 
 
 def limit(chosen: torch.Tensor, priority: torch.Tensor, sizes: Sequence[int], round_to: int | None,
-          max_ratio: float) -> torch.Tensor:
-    """Trim a boolean prune mask to what each group may lose (`allowed_prune_count`), dropping the
-    lowest-priority picks."""
+          max_ratio: float, unit_width: Sequence[int] | None = None) -> torch.Tensor:
+    """Trim a boolean prune mask to what each group may lose (`allowed_prune_count`, with `round_to`
+    counted in each group's units), dropping the lowest-priority picks."""
     offsets = offsets_of(sizes)
+    rounding = _group_rounding(sizes, round_to, unit_width)
     out = torch.zeros_like(chosen)
     for g, size in enumerate(sizes):
         lo = offsets[g]
         picked = chosen[lo:lo + size].nonzero().flatten()
-        allowed = allowed_prune_count(size, len(picked), round_to, max_ratio)
+        allowed = allowed_prune_count(size, len(picked), rounding[g], max_ratio)
         if allowed > 0:
             out[lo + picked[priority[lo:lo + size][picked].argsort(descending=True)[:allowed]]] = True
     return out
@@ -80,7 +96,7 @@ def limit(chosen: torch.Tensor, priority: torch.Tensor, sizes: Sequence[int], ro
 
 def select_to_target(priority: torch.Tensor, sizes: Sequence[int], macs_of: MacsOracle, target_macs: float,
                      round_to: int | None = 8, max_ratio: float = 0.9,
-                     candidates: torch.Tensor | None = None) -> torch.Tensor:
+                     candidates: torch.Tensor | None = None, unit_width: Sequence[int] | None = None) -> torch.Tensor:
     """The smallest prefix of channels in descending `priority` (restricted to `candidates`) whose removal,
     after `limit`, brings the measured MACs to <= `target_macs`; then filled back toward the target.
 
@@ -93,7 +109,7 @@ def select_to_target(priority: torch.Tensor, sizes: Sequence[int], macs_of: Macs
     def mask_of(k: int) -> torch.Tensor:
         m = torch.zeros(len(priority), dtype=torch.bool)
         m[order[:k]] = True
-        return limit(m, priority, sizes, round_to, max_ratio)
+        return limit(m, priority, sizes, round_to, max_ratio, unit_width)
 
     lo, hi = 0, len(order)
     smallest = macs_of(mask_of(hi))
@@ -109,13 +125,14 @@ def select_to_target(priority: torch.Tensor, sizes: Sequence[int], macs_of: Macs
         else:
             lo = mid + 1
     mask = _closest_feasible_prefix(mask_of, macs_of, lo, target_macs, round_to)
-    return _restore_blocks(mask, priority, sizes, macs_of, target_macs, round_to)
+    return _restore_blocks(mask, priority, sizes, macs_of, target_macs, _group_rounding(sizes, round_to, unit_width))
 
 
-def largest_cut_macs(sizes: Sequence[int], macs_of: MacsOracle, round_to: int | None, max_ratio: float) -> int:
+def largest_cut_macs(sizes: Sequence[int], macs_of: MacsOracle, round_to: int | None, max_ratio: float,
+                     unit_width: Sequence[int] | None = None) -> int:
     """MACs left by the largest cut the per-group limits allow: the least a target can ask for."""
     everything = torch.ones(sum(sizes), dtype=torch.bool)
-    return macs_of(limit(everything, torch.zeros(sum(sizes)), sizes, round_to, max_ratio))
+    return macs_of(limit(everything, torch.zeros(sum(sizes)), sizes, round_to, max_ratio, unit_width))
 
 
 def group_ranks(priority: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
@@ -151,16 +168,15 @@ def _closest_feasible_prefix(mask_of, macs_of: MacsOracle, k: int, target_macs: 
 
 
 def _restore_blocks(mask: torch.Tensor, priority: torch.Tensor, sizes: Sequence[int], macs_of: MacsOracle,
-                    target_macs: float, round_to: int | None) -> torch.Tensor:
-    """One greedy pass: give each group back one `round_to` block of its lowest-priority pruned channels
-    while the measured MACs stay within the target (smallest groups first)."""
-    block = max(1, round_to or 1)
+                    target_macs: float, rounding: Sequence[int | None]) -> torch.Tensor:
+    """One greedy pass: give each group back one block (its `rounding` in units) of its lowest-priority
+    pruned channels while the measured MACs stay within the target (smallest groups first)."""
     if macs_of(mask) >= CLOSE_ENOUGH * target_macs:
         return mask
     offsets = offsets_of(sizes)
     pruned_groups = [g for g in range(len(sizes)) if mask[offsets[g]:offsets[g + 1]].any()]
     for g in sorted(pruned_groups, key=lambda g: sizes[g]):
-        lo = offsets[g]
+        lo, block = offsets[g], max(1, rounding[g] or 1)
         picked = mask[lo:lo + sizes[g]].nonzero().flatten()
         if len(picked) < block:
             continue

@@ -10,6 +10,10 @@ structure.
     graph = ChannelGraph(model, example)
     plan = graph.plan_for(mask)          # mask: one bool per global channel
     graph.trial_macs(mask)               # MACs with those channels removed, measured on a cut copy
+
+A group's channels are usually single channels; in an attention module they are whole heads
+(`attention`): global channel `k` of a head group is one head (its q, k and v rows and its `proj`
+columns), so every method scores, gates and cuts heads as it does channels.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from catalyst_deploy.errors import UsageError, did_you_mean
+from catalyst_deploy.errors import CatalystDeployError, UsageError, did_you_mean
 from catalyst_deploy.surgery.macs import count_macs
+from catalyst_deploy.surgery.groups import build_dependency_graph, head_cut, param_cuts, shape_only_copy
 from catalyst_deploy.surgery.plan import apply_plan, layer_pruner, make_plan
 
 
@@ -55,27 +60,39 @@ def output_layer(model: nn.Module, example: torch.Tensor) -> nn.Module | None:
 class ChannelGraph:
     """The prunable channel groups of `model` on `example`.
 
-    `ignore` names modules (as in `model.named_modules()`) whose channels stay whole; the output layer is
-    always ignored. Groups that cannot be pruned safely (grouped non-depthwise convs, bare parameters, a
-    single channel) are left out. Trial cuts are made on a copy of the model taken here, so later changes
-    to the live model (hooks, parametrizations, training) never reach them.
+    torchvision attention modules are first swapped, in place, for head-prunable equivalents
+    (`attention_modules.convert_attention`: same outputs; `converted` names them). `ignore` names modules
+    (as in `model.named_modules()`) whose channels stay whole; the output layer is always ignored. Groups
+    that cannot be pruned safely (grouped non-depthwise convs, bare parameters such as position
+    embeddings, a single channel, attention layouts this tool does not know, anything whose trial cut
+    breaks the forward pass) are left out; `left_alone` says why, by layer name. Trial cuts are made on a
+    copy of the model taken here, so later changes to the live model (hooks, parametrizations, training)
+    never reach them.
     """
 
-    def __init__(self, model: nn.Module, example: torch.Tensor, ignore: Sequence[str] = ()):
-        import torch_pruning as tp
+    def __init__(self, model: nn.Module, example: torch.Tensor, ignore: Sequence[str] = (),
+                 prune_embedding: bool = False):
+        from catalyst_deploy.surgery.attention import find_attention
+        from catalyst_deploy.surgery.attention_modules import convert_attention
+        from catalyst_deploy.surgery.groups import find_groups, groups_that_break
 
+        self.converted, kept_whole = convert_attention(model, example)
         self.model, self.example = model, example
         self.names = {m: n for n, m in model.named_modules()}
-        ignored = self._resolve_ignored(ignore)
-        self.dg = _build_dependency_graph(model, example)
-        roots = (tp.ops.TORCH_CONV, tp.ops.TORCH_LINEAR)
-        self.groups = [g for g in self.dg.get_all_groups(ignored_layers=ignored, root_module_types=roots)
-                       if _prunable(g)]
-        self.sizes = [len(g[0].idxs) for g in self.groups]
-        self.offsets = [0]
-        for size in self.sizes:
-            self.offsets.append(self.offsets[-1] + size)
+        ignored = self._resolve_ignored(ignore)  # fills left_alone with the output layer and --ignore
+        heads, attention_left_alone = find_attention(model)
+        self.left_alone.update({**attention_left_alone, **kept_whole})
+        heads = [h for h in heads if h.module.qkv not in ignored]
+        self.dg = build_dependency_graph(model, example)
+        self._set_groups(*find_groups(self, ignored, heads, prune_embedding))
         self._architecture = copy.deepcopy(model).cpu()  # for trial cuts only
+        self._shapes = None  # its meta-device twin for trial MACs (False: counts differ, use real copies)
+        broken = groups_that_break(self)
+        for g, reason in broken.items():
+            self.left_alone.setdefault(self.root_name(g), reason)
+        if broken:
+            kept = [g for g in range(len(self.groups)) if g not in broken]
+            self._set_groups([self.groups[g] for g in kept], [self.units[g] for g in kept])
 
     @property
     def num_channels(self) -> int:
@@ -83,6 +100,34 @@ class ChannelGraph:
 
     def root_name(self, g: int) -> str:
         return self.names.get(self.groups[g][0].dep.target.module, "?")
+
+    def kind(self, g: int) -> str:
+        """'heads' (an attention module's heads), 'embedding' (a transformer's embedding width) or 'channels'."""
+        return "heads" if self.heads(g) is not None else self.units[g] or "channels"
+
+    def heads(self, g: int):
+        """The `attention.AttentionHeads` of a head group, None for the other groups."""
+        return None if self.units[g] is None or isinstance(self.units[g], str) else self.units[g]
+
+    def unit_of_position(self, g: int) -> torch.Tensor:
+        """The channel (within group `g`) of each of the group root's positions (a head for each qkv row)."""
+        heads = self.heads(g)
+        return heads.head_of_qkv_row() if heads is not None else torch.arange(self.sizes[g])
+
+    def importance(self, imp) -> torch.Tensor:
+        """A torch-pruning importance (`imp(group)` -> one score per root position) as one score per global
+        channel: the mean over a head's positions for head groups. Raises CatalystDeployError naming the
+        first group `imp` cannot score (e.g. BatchNorm scales where a group has no BatchNorm)."""
+        parts = []
+        for g, group in enumerate(self.groups):
+            scores = imp(group)
+            if scores is None:
+                raise CatalystDeployError(f"{type(imp).__name__} cannot score {self.kind(g)} of {self.root_name(g)} "
+                                          "(none of the layers it reads is in that group): choose another method")
+            unit = self.unit_of_position(g)
+            total = torch.zeros(self.sizes[g]).index_add_(0, unit, scores.detach().float().cpu())
+            parts.append(total / torch.bincount(unit, minlength=self.sizes[g]).float())
+        return torch.cat(parts)
 
     def group_of_channel(self) -> torch.Tensor:
         """Group index of every global channel."""
@@ -106,10 +151,13 @@ class ChannelGraph:
                 dep = item.dep
                 if not self.dg.is_out_channel_pruning_fn(dep.handler) or dep.target.module in skip:
                     continue
+                if self.heads(g) is not None and dep.target.module is not self.heads(g).module.qkv:
+                    continue  # a head is produced by its qkv rows alone
+                unit = self.unit_of_position(g)
                 for param, dim in _output_params(dep.target.module):
                     entry = owner.setdefault((id(param), dim), (param, dim, {}))
                     for pos, root in zip(item.idxs, item.root_idxs):
-                        entry[2].setdefault(int(pos), self.offsets[g] + int(root))
+                        entry[2].setdefault(int(pos), self.offsets[g] + int(unit[int(root)]))
         slices = []
         for param, dim, mapping in owner.values():
             order = sorted(mapping)
@@ -131,24 +179,45 @@ class ChannelGraph:
         """The layer plan that removes the channels set in the global boolean `mask`."""
         removed: dict[str, dict[str, set[int]]] = {}
         removed_channels: dict[str, list[int]] = {}
+        attention: dict[str, dict] = {}
+        params: dict[str, set[int]] = {}
         for g, group in enumerate(self.groups):
             idxs = mask[self.offsets[g]:self.offsets[g + 1]].nonzero().flatten().tolist()
             if not idxs:
                 continue
             removed_channels[self.root_name(g)] = idxs
+            if self.heads(g) is not None:
+                attention.update(head_cut(self.heads(g), idxs, removed))
+                continue
             root = group[0].dep
             for item in self.dg.get_pruning_group(root.target.module, root.handler, idxs):
                 module = item.dep.target.module
+                if isinstance(module, nn.Parameter):  # an embedding's class token, position embedding...
+                    params.setdefault(self.dg._param_to_name[module], set()).update(int(i) for i in item.idxs)
+                    continue
                 if module not in self.names or layer_pruner(module) is None:
                     continue  # index-only nodes (add, concat, flatten) have nothing to cut
                 kind = "out" if self.dg.is_out_channel_pruning_fn(item.dep.handler) else "in"
                 removed.setdefault(self.names[module], {}).setdefault(kind, set()).update(int(i) for i in item.idxs)
-        return make_plan(self._architecture, removed, removed_channels)
+        return make_plan(self._architecture, removed, removed_channels, attention, self.converted,
+                         param_cuts(self, params))
+
+    def cut_copy(self, mask: torch.Tensor) -> nn.Module:
+        """A CPU copy of the model as it was when the graph was built, with the channels in `mask` removed."""
+        return apply_plan(copy.deepcopy(self._architecture), self.plan_for(mask))
 
     def trial_macs(self, mask: torch.Tensor) -> int:
-        """MACs of the model with the channels in `mask` removed, measured by cutting a copy."""
-        trial = apply_plan(copy.deepcopy(self._architecture), self.plan_for(mask))
-        return count_macs(trial, self.example.cpu())[0]
+        """MACs of the model with the channels in `mask` removed, measured by cutting a copy: a shape-only copy
+        on the meta device (no weights to copy) where it counts exactly what a real copy does."""
+        plan = self.plan_for(mask)
+        if self._shapes is None:
+            self._shapes = shape_only_copy(self._architecture, self.example.cpu())
+        if self._shapes is not False:
+            try:
+                return count_macs(apply_plan(copy.deepcopy(self._shapes), plan), self.example.to("meta"))[0]
+            except Exception:  # noqa: BLE001 - an op without a meta kernel: count on a real copy
+                self._shapes = False
+        return count_macs(apply_plan(copy.deepcopy(self._architecture), plan), self.example.cpu())[0]
 
     def layers_of_group(self, g: int) -> list[str]:
         """Names of the layers whose input or output channels group `g` sets."""
@@ -163,7 +232,18 @@ class ChannelGraph:
             raise UsageError(f"--ignore {missing[0]!r} is not a module of the model{did_you_mean(missing[0], modules)}")
         ignored = [sub for n in ignore for sub in modules[n].modules()]  # a block name covers its layers
         head = output_layer(self.model, self.example)
+        self.left_alone = {self.names[head]: "the output layer (its outputs are the classes)"} if head else {}
+        self.left_alone.update({n: "--ignore" for n in ignore})
         return ignored + ([head] if head is not None else [])
+
+    def _set_groups(self, groups: list, units: list) -> None:
+        self.groups, self.units = groups, units
+        heads = [None if u is None or isinstance(u, str) else u for u in units]
+        self.sizes = [h.num_heads if h is not None else len(g[0].idxs) for g, h in zip(groups, heads)]
+        self.unit_widths = [h.head_dim if h is not None else 1 for h in heads]
+        self.offsets = [0]
+        for size in self.sizes:
+            self.offsets.append(self.offsets[-1] + size)
 
 
 def channel_norms(slices: Sequence[ParamSlice], num_channels: int) -> torch.Tensor:
@@ -176,34 +256,6 @@ def channel_norms(slices: Sequence[ParamSlice], num_channels: int) -> torch.Tens
             per_pos = s.param.detach().float().pow(2).sum(dim=other) if other else s.param.detach().float().pow(2)
             sq.index_add_(0, s.chan, per_pos[s.pos])
     return sq.sqrt().cpu()
-
-
-def _build_dependency_graph(model: nn.Module, example: torch.Tensor):
-    import torch_pruning as tp
-
-    was_training = model.training
-    frozen = [p for p in model.parameters() if not p.requires_grad]
-    for p in frozen:  # torch-pruning traces autograd: a frozen layer would vanish from the graph
-        p.requires_grad_(True)
-    try:
-        model.eval()
-        return tp.DependencyGraph().build_dependency(model, example_inputs=example)
-    finally:
-        model.train(was_training)
-        for p in frozen:
-            p.requires_grad_(False)
-
-
-def _prunable(group) -> bool:
-    if len(group[0].idxs) < 2:
-        return False
-    for dep, _ in group:
-        m = dep.target.module
-        if isinstance(m, nn.Parameter) or not isinstance(m, nn.Module):
-            return False
-        if isinstance(m, nn.modules.conv._ConvNd) and 1 < m.groups < m.in_channels:
-            return False  # grouped (not depthwise) conv: channel counts must stay divisible
-    return True
 
 
 def _output_params(module: nn.Module) -> list[tuple[nn.Parameter, int]]:
@@ -232,8 +284,9 @@ def consumer_columns(graph: ChannelGraph, channels=None) -> list[tuple]:
             module = item.dep.target.module
             if graph.dg.is_out_channel_pruning_fn(item.dep.handler) or not isinstance(module, (nn.Conv2d, nn.Linear)):
                 continue
+            unit = graph.unit_of_position(g)
             for pos, root in zip(item.idxs, item.root_idxs):
-                if channels is None or graph.offsets[g] + int(root) in channels:
+                if channels is None or graph.offsets[g] + int(unit[int(root)]) in channels:
                     found.setdefault(id(module.weight), (module.weight, set()))[1].add(int(pos))
     return [(weight, sorted(positions)) for weight, positions in found.values()]
 

@@ -1,4 +1,6 @@
-"""The one MAC counter for PyTorch models: torch-pruning's `count_ops_and_params` on an example input.
+"""The one MAC counter for PyTorch models: torch-pruning's `count_ops_and_params` on an example input, plus
+the attention products (q k^T, attn v) of the attention modules whose heads this tool prunes
+(`attention.attention_macs`), which torch-pruning's per-layer counter does not see.
 
 `--target-flops` counts multiply-accumulates (MACs) as this counter does; one MAC is two FLOPs, so an
 absolute budget of 2.0G means 2e9 MACs. ONNX files are counted by `bench.macs.onnx_macs`.
@@ -18,6 +20,8 @@ def count_macs(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:
     import torch
     import torch_pruning as tp
 
+    from catalyst_deploy.surgery.attention import attention_macs
+
     was_training = model.training
     model.eval()
     try:
@@ -25,7 +29,7 @@ def count_macs(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:
             macs, params = tp.utils.count_ops_and_params(model, example)
     finally:
         model.train(was_training)
-    return int(macs), int(params)
+    return int(macs) + attention_macs(model, example), int(params)
 
 
 def layer_macs(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
@@ -41,4 +45,5 @@ def layer_macs(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
             _, _, per_module, _ = tp.utils.count_ops_and_params(model, example, layer_wise=True)
     finally:
         model.train(was_training)
-    return {names[m]: int(v) for m, v in per_module.items() if m in names and not list(m.children())}
+    return {names[m]: int(v) for m, v in per_module.items()
+            if m in names and v is not None and not list(m.children())}  # None: a module it does not count

@@ -6,6 +6,12 @@ A plan (plan.json) rebuilds a pruned model from its architecture and state dict 
 
 The cuts themselves are torch-pruning's layer pruners (`PrunerBox`), the same ones its DependencyGraph
 uses, so a plan cuts convs, BNs, linears, depthwise convs and norms exactly as torch-pruning would.
+
+Format 2 adds what a transformer needs: `convert` names the torchvision attention modules swapped for
+their head-prunable stand-ins (`attention_modules`), `attention` the heads each attention module keeps
+(`{"num_heads": {"size": 12, "keep": [0, 2, ...]}}`), so the rebuilt modules read the right head count,
+and `params` the kept positions of bare parameters (a class token, a position embedding) when the
+embedding width is cut. A plan without any of them is written as format 1, as before.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ from catalyst_deploy.errors import UsageError
 if TYPE_CHECKING:
     from torch import nn
 
-PLAN_FORMAT = 1
+PLAN_FORMAT = 2
+READABLE_FORMATS = (1, 2)
 
 
 def layer_pruner(module: nn.Module):
@@ -29,9 +36,13 @@ def layer_pruner(module: nn.Module):
     return tp.pruner.function.PrunerBox.get(tp.ops.module2type(module))
 
 
-def make_plan(model: nn.Module, removed: dict[str, dict[str, set[int]]], removed_channels: dict[str, list[int]]) -> dict:
+def make_plan(model: nn.Module, removed: dict[str, dict[str, set[int]]], removed_channels: dict[str, list[int]],
+              attention: dict | None = None, converted: dict[str, str] | None = None,
+              params: dict | None = None) -> dict:
     """A plan from the indices removed per layer name and kind ("out"/"in"); `removed_channels` names each
-    pruned group by its root layer (for people reading plan.json)."""
+    pruned group by its root layer (for people reading plan.json); `attention` the heads each attention
+    module keeps, `converted` the attention modules swapped for stand-ins, `params` the bare parameters'
+    kept positions (all three format 2)."""
     layers = {}
     for name, kinds in sorted(removed.items()):
         module = model.get_submodule(name)
@@ -41,7 +52,11 @@ def make_plan(model: nn.Module, removed: dict[str, dict[str, set[int]]], removed
             size = pruner.get_out_channels(module) if kind == "out" else pruner.get_in_channels(module)
             entry[kind] = {"size": int(size), "keep": [i for i in range(size) if i not in idxs]}
         layers[name] = entry
-    return {"format": PLAN_FORMAT, "layers": layers, "removed_channels": removed_channels}
+    if not attention and not converted and not params:
+        return {"format": 1, "layers": layers, "removed_channels": removed_channels}
+    return {"format": PLAN_FORMAT, "convert": dict(converted or {}), "layers": layers,
+            "attention": dict(sorted((attention or {}).items())), "params": dict(params or {}),
+            "removed_channels": removed_channels}
 
 
 def apply_plan(model: nn.Module, plan: dict) -> nn.Module:
@@ -51,7 +66,11 @@ def apply_plan(model: nn.Module, plan: dict) -> nn.Module:
     """
     import torch_pruning as tp
 
-    check_plan(plan)
+    from catalyst_deploy.surgery.attention import set_kept_heads, sync_embedding_width
+    from catalyst_deploy.surgery.attention_modules import convert_named
+
+    check_plan(plan, empty_ok=True)  # a trial cut may take a whole layer; a plan read from a file may not
+    convert_named(model, plan.get("convert", {}))
     for name, entry in plan["layers"].items():
         try:
             module = model.get_submodule(name)
@@ -71,15 +90,24 @@ def apply_plan(model: nn.Module, plan: dict) -> nn.Module:
             pruner.prune_out_channels(module, cuts["out"])
         if cuts.get("in"):
             pruner.prune_in_channels(module, cuts["in"])
+    for name, entry in plan.get("attention", {}).items():
+        module = model.get_submodule(name)
+        if module.num_heads != entry["num_heads"]["size"]:
+            raise UsageError(f"plan expects {name} to have {entry['num_heads']['size']} heads, it has {module.num_heads}")
+        set_kept_heads(module, entry["num_heads"]["keep"])
+    for name, entry in plan.get("params", {}).items():
+        _cut_parameter(model, name, entry)
+    sync_embedding_width(model)
     return model
 
 
-def check_plan(plan) -> None:
+def check_plan(plan, empty_ok: bool = False) -> None:
     """UsageError unless `plan` has the shape `make_plan` writes: format, and per layer name the original
-    size and the sorted kept indices of its "out" and/or "in" channels (a plan is read from files)."""
-    if not isinstance(plan, dict) or plan.get("format") != PLAN_FORMAT:
+    size and the sorted kept indices of its "out" and/or "in" channels, at least one unless `empty_ok`
+    (a plan is read from files)."""
+    if not isinstance(plan, dict) or plan.get("format") not in READABLE_FORMATS:
         found = plan.get("format") if isinstance(plan, dict) else type(plan).__name__
-        raise UsageError(f"plan format {str(found)[:40]!r} is not supported (expected {PLAN_FORMAT})")
+        raise UsageError(f"plan format {str(found)[:40]!r} is not supported (expected one of {READABLE_FORMATS})")
     layers = plan.get("layers")
     if not isinstance(layers, dict):
         raise UsageError("plan has no 'layers' mapping of layer name to kept channels")
@@ -87,18 +115,56 @@ def check_plan(plan) -> None:
         if not isinstance(entry, dict) or not ({"out", "in"} & set(entry)):
             raise UsageError(f"plan entry of layer {str(name)[:80]!r} must give 'out' and/or 'in' channels")
         for kind in ("out", "in"):
-            if kind in entry and not _kept_indices_ok(entry[kind]):
+            if kind in entry and not _kept_indices_ok(entry[kind], empty_ok):
                 raise UsageError(f"plan entry {str(name)[:80]!r} {kind}: needs 'size' (a positive integer) and 'keep' "
                                  "(sorted distinct indices below size, at least one)")
+    _check_format_2(plan)
 
 
-def _kept_indices_ok(cut) -> bool:
+def _check_format_2(plan: dict) -> None:
+    """The transformer parts of a format-2 plan: known stand-ins only, heads and bare parameters as kept indices."""
+    from catalyst_deploy.surgery.attention_modules import STAND_INS
+
+    convert, attention, params = plan.get("convert", {}), plan.get("attention", {}), plan.get("params", {})
+    if not all(isinstance(part, dict) for part in (convert, attention, params)):
+        raise UsageError("plan's 'convert', 'attention' and 'params' must be mappings")
+    for name, kind in convert.items():
+        if kind not in STAND_INS:
+            raise UsageError(f"plan converts {str(name)[:80]!r} to {str(kind)[:40]!r}; known: {', '.join(STAND_INS)}")
+    for name, entry in attention.items():
+        if not (isinstance(entry, dict) and _kept_indices_ok(entry.get("num_heads"))):
+            raise UsageError(f"plan's heads of {str(name)[:80]!r} need num_heads with 'size' and 'keep'")
+    for name, entry in params.items():
+        dim = entry.get("dim") if isinstance(entry, dict) else None
+        if not (isinstance(dim, int) and not isinstance(dim, bool) and 0 <= dim < 8 and _kept_indices_ok(entry)):
+            raise UsageError(f"plan's parameter {str(name)[:80]!r} needs 'dim', 'size' and 'keep'")
+
+
+def _kept_indices_ok(cut, empty_ok: bool = False) -> bool:
     if not isinstance(cut, dict):
         return False
     size, keep = cut.get("size"), cut.get("keep")
     ints = isinstance(keep, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in keep)
-    return (isinstance(size, int) and not isinstance(size, bool) and size > 0 and ints and len(keep) > 0
-            and keep == sorted(set(keep)) and keep[0] >= 0 and keep[-1] < size)
+    if not (isinstance(size, int) and not isinstance(size, bool) and size > 0 and ints):
+        return False
+    return (not keep and empty_ok) or (len(keep) > 0 and keep == sorted(set(keep)) and keep[0] >= 0 and keep[-1] < size)
+
+
+def _cut_parameter(model: nn.Module, name: str, entry: dict) -> None:
+    """Keep `entry["keep"]` along `entry["dim"]` of the bare parameter `name` (a class token, a position
+    embedding, a layer scale)."""
+    import torch
+    from torch import nn
+
+    owner_name, _, attr = name.rpartition(".")
+    owner = model.get_submodule(owner_name) if owner_name else model
+    param = getattr(owner, attr, None)
+    if not isinstance(param, nn.Parameter) or param.shape[entry["dim"]] != entry["size"]:
+        raise UsageError(f"plan expects parameter {name} with {entry['size']} entries along dim {entry['dim']}: "
+                         "wrong architecture?")
+    index = torch.tensor(entry["keep"], dtype=torch.long, device=param.device)
+    setattr(owner, attr, nn.Parameter(param.data.index_select(entry["dim"], index).clone(),
+                                      requires_grad=param.requires_grad))
 
 
 def _removed(name: str, module, pruner, kind: str, entry: dict) -> list[int]:
@@ -131,6 +197,7 @@ def rebuild_pruned(architecture: nn.Module, plan: dict, state_dict: dict) -> nn.
 
     Raises UsageError when the plan is malformed or does not fit the architecture, or when the state dict
     does not fit the cut model."""
+    check_plan(plan)
     model = apply_plan(architecture, plan)
     try:
         model.load_state_dict(state_dict)
