@@ -120,15 +120,20 @@ def decide(method_name: str, model: nn.Module, loader, steps: int = 140) -> torc
 def test_p2_a_rescale_made_before_the_catalyst_does_not_change_whom_it_prunes(demo_loaders, factor):
     reference = fashion_small_resnet().eval()
     x = next(iter(demo_loaders[1]))[0][:32]
-    gaps = {}
+    gaps, masks = {}, {}
     for name, k in (("catalyst", 1.0), ("catalyst", factor), ("l1", factor)):
         torch.manual_seed(0)
         model = copy.deepcopy(reference)
         code = rescale_half(model, EXAMPLE, k, seed=3)  # the same half of the channels for every k
         torch.testing.assert_close(model.eval()(x), reference(x), rtol=1e-4, atol=1e-4)  # function-preserving
-        gaps[name, k] = share_pruned_gap(decide(name, model.train(), demo_loaders[0]), code)
-    # the share of that half pruned moves by less than 8 points from what it is without the rescale (one
-    # channel is 0.9 points here; a group-mean step scale in place of the shape-derived one moved it 15)
+        masks[name, k] = decide(name, model.train(), demo_loaders[0])
+        gaps[name, k] = share_pruned_gap(masks[name, k], code)
+    # an update that commutes with the rescale trains the rescaled model into the rescaled copy of the same
+    # model: the same channels are pruned (float round-off aside), and the share of the rescaled half with them
+    # (one channel is 0.9 points here). With the step scale taken from the weights (a group's mean ||F0||^2)
+    # the sets overlapped 0.66 / 0.25 and the pruned counts were 116 / 71 against 106.
+    a, b = masks["catalyst", 1.0], masks["catalyst", factor]
+    assert float((a & b).sum() / (a | b).sum()) >= 0.8, float((a & b).sum() / (a | b).sum())
     assert abs(gaps["catalyst", factor] - gaps["catalyst", 1.0]) <= 8.0, gaps
     assert abs(gaps["l1", factor]) >= 30.0, gaps  # a magnitude ranking is fooled by the same rescale
 
