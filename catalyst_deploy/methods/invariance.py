@@ -15,18 +15,27 @@ import torch
 from catalyst_deploy.surgery.graph import ChannelGraph, consumer_columns
 
 
-def column_positions(graph: ChannelGraph, device) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(weight, input positions) of every conv/linear that consumes a channel of `graph`."""
-    return [(w, torch.tensor(pos, device=device)) for w, pos in consumer_columns(graph)]
+def column_positions(graph: ChannelGraph, device) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """(weight, input positions) of every conv/linear that consumes a channel of `graph`; positions None
+    where they are all of the weight's input columns in order (the common case: no gather needed)."""
+    out = []
+    for w, pos in consumer_columns(graph):
+        whole = list(pos) == list(range(w.shape[1]))
+        out.append((w, None if whole else torch.tensor(pos, device=device)))
+    return out
 
 
-def precondition_columns(columns: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+def precondition_columns(columns: list[tuple[torch.Tensor, torch.Tensor | None]]) -> None:
     """Multiply the gradient of each consumer input column by its squared norm over 2 * out / in (in place)."""
     with torch.no_grad():
         for weight, pos in columns:
             if weight.grad is None:
                 continue
-            norm2 = weight.index_select(1, pos).pow(2).transpose(0, 1).flatten(1).sum(1)
-            scale = norm2 / (2.0 * weight.shape[0] / weight.shape[1])
             shape = (1, -1) + (1,) * (weight.dim() - 2)
-            weight.grad.index_copy_(1, pos, weight.grad.index_select(1, pos) * scale.view(shape))
+            expected = 2.0 * weight.shape[0] / weight.shape[1]
+            if pos is None:
+                dims = [d for d in range(weight.dim()) if d != 1]
+                weight.grad.mul_((weight.pow(2).sum(dim=dims) / expected).view(shape))
+                continue
+            norm2 = weight.index_select(1, pos).pow(2).transpose(0, 1).flatten(1).sum(1)
+            weight.grad.index_copy_(1, pos, weight.grad.index_select(1, pos) * (norm2 / expected).view(shape))
