@@ -42,6 +42,7 @@ SELECTION_BUDGET = "1+1"
 # at 0.3 / 0.15 of the MACs (seed 0): a yardstick that cannot tell prune sets apart.
 MODELS = {"wide": (32, 64, 128), "narrow": (16, 32, 64)}
 BUDGET_MODEL = {"1+1": "wide", "3+1": "wide", "8+4": "narrow"}
+SELECTION_MODEL = "wide"  # the grid runs here; a model without a grid of its own reuses this one's choices
 # At the long budget the one-shot methods cut at once (Taylor after its short scoring window) and get every
 # epoch after the cut: 12 epochs of recovery against the regularized methods' 8 + 4. Every other setting is the
 # one chosen at the selection budget (none of them is a length: the regularized methods' strengths are per
@@ -133,6 +134,9 @@ def main(argv=None) -> int:
             write_selection(args, model, dense(model))
     elif args.stage == "final":
         chosen = json.loads((args.out / "selection.json").read_text())["chosen"]
+        for model in {BUDGET_MODEL[b] for b in args.budgets} - set(chosen):  # no grid of its own: the wide one's
+            print(f"{model}: settings chosen on the {SELECTION_MODEL} model are reused", flush=True)
+            chosen[model] = chosen[SELECTION_MODEL]
         for budget in args.budgets:
             model = BUDGET_MODEL[budget]
             for seed in args.seeds:

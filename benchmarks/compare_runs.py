@@ -58,6 +58,7 @@ def record_of(report) -> dict:
     acc, val = report.accuracy, report.val_accuracy or {}
     rec = {"acc_dense": acc["dense"], "acc_after_reg": acc["after_regularization"],
            "acc_after_cut": acc["after_surgery"], "acc_final": acc["final"], "val_final": val.get("final"),
+           "acc_after_decision": acc.get("after_decision"),  # a regularizing method's forced set zeroed
            "macs_ratio": round(report.macs.ratio, 4), "params_ratio": round(report.params.ratio, 4),
            "steps": report.steps, "seconds": report.seconds.get("total"), "pruned": report.channels["pruned"]}
     cat = report.method
