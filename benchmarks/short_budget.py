@@ -1,7 +1,7 @@
 """The short budget of issue 16: does a method decide the same channels from seed to seed, and how far does
 it fall, when it gets one epoch of 30 steps to decide and one to recover?
 
-    python benchmarks/short_budget.py                       # catalyst, catalyst-gated, l1; seeds 4, 5, 6
+    python benchmarks/short_budget.py                       # every row of RUNS; seeds 4, 5, 6
     python benchmarks/short_budget.py --methods catalyst --seeds 4 5 --no-write
 
 Every run is the user's command of the issue, through `catalyst_deploy.api.prune`:
@@ -9,7 +9,8 @@ Every run is the user's command of the issue, through `catalyst_deploy.api.prune
 --threads 1 --target-flops 0.5 --seed S`. For each method: the accuracy after its phase, right after the cut
 and after recovery, how much of a regularizing method's prune set was forced, and the overlap (Jaccard) of
 the kept channel sets between every two seeds (a random choice of half the channels overlaps about 0.33).
-The goal the issue sets Catalyst: final accuracy at least L1's on the same seeds, kept sets overlapping at
+A second Catalyst row runs without its cost weights (every channel's penalty equal), which separates what the
+MACs weighting costs here from what the phase's length does. The goal the issue sets Catalyst: final accuracy at least L1's on the same seeds, kept sets overlapping at
 least 0.9. Writes short_budget.json and the `short-budget` section of RESULTS.md.
 """
 
@@ -29,19 +30,26 @@ sys.path.insert(0, str(HERE))
 from results_file import git_commit, machine_line, publish  # noqa: E402 (benchmarks/results_file.py)
 
 SECTION = "short-budget"
+RUNS = {  # a row of the table: the method and its settings (the defaults unless named)
+    "catalyst": ("catalyst", {}),
+    "catalyst, cost_aware off": ("catalyst", {"catalyst": {"cost_aware": False}}),
+    "catalyst-gated": ("catalyst-gated", {}),
+    "l1": ("l1", {}),
+}
 SETTINGS = dict(model="zoo:fashion_small_resnet", data="demo", reg_epochs=1, recover_epochs=1, steps_per_epoch=30,
                 batch_size=64, threads=1, target_flops="0.5", device="cpu", checkpoint_every=0)
 
 
-def one_run(method: str, seed: int) -> dict:
+def one_run(row: str, seed: int) -> dict:
     from catalyst_deploy import api
 
+    method, extra = RUNS[row]
     with tempfile.TemporaryDirectory(prefix="short-budget-") as tmp:
-        cfg = api.load_config(**SETTINGS, method=method, seed=seed, out=str(Path(tmp) / "run"))
+        cfg = api.load_config(**SETTINGS, **extra, method=method, seed=seed, out=str(Path(tmp) / "run"))
         start = time.time()
         report = api.prune(cfg, log=lambda _m: None)
     split = (report.method or {}).get("split") or {}
-    return {"method": method, "seed": seed, "accuracy": report.accuracy, "macs_ratio": round(report.macs.ratio, 4),
+    return {"method": row, "seed": seed, "accuracy": report.accuracy, "macs_ratio": round(report.macs.ratio, 4),
             "pruned": sorted(report.channels["pruned"]), "total": report.channels["total"],
             "forced_to_zero": (report.method or {}).get("forced_to_zero"), "forced_freeze": split.get("forced"),
             "margin": split.get("margin"), "seconds": round(time.time() - start, 1)}
@@ -76,7 +84,7 @@ def section(runs: list[dict], methods: list[str], seeds: list[int]) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--methods", nargs="+", default=["catalyst", "catalyst-gated", "l1"])
+    p.add_argument("--methods", nargs="+", default=list(RUNS), choices=list(RUNS), help="rows of the table")
     p.add_argument("--seeds", type=int, nargs="+", default=[4, 5, 6])
     p.add_argument("--no-write", action="store_true", help="print, do not write short_budget.json or RESULTS.md")
     args = p.parse_args(argv)
