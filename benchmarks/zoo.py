@@ -163,7 +163,7 @@ def main() -> None:
         save_records(records, meta)
     from zoo_report import zoo_section  # benchmarks/zoo_report.py
 
-    publish(SECTION, zoo_section(records, meta), write=not args.no_write)
+    publish(SECTION, zoo_section(records, meta, specs), write=not args.no_write)
 
 
 if __name__ == "__main__":
