@@ -207,7 +207,7 @@ def test_imagefolder_layout_errors(tmp_path):
     make_image_folder(tmp_path / "noval", {"train": {"a": 1}})
     with pytest.raises(UsageError, match="needs .*/train/CLASS/.*/val/CLASS/"):
         load_dataset(f"imagefolder:{tmp_path / 'noval'}")
-    make_image_folder(tmp_path / "extra", {"train": {"a": 1}, "val": {"a": 1, "b": 1}})
+    make_image_folder(tmp_path / "extra", {"train": {"a": 1, "c": 1}, "val": {"a": 1, "b": 1, "c": 1}})
     with pytest.raises(UsageError, match="class folders that train/ lacks: b"):
         load_dataset(f"imagefolder:{tmp_path / 'extra'}")
 
