@@ -25,7 +25,7 @@ from catalyst_deploy.errors import Interrupted, UsageError  # noqa: F401 (Interr
 from catalyst_deploy.run.rundir import CHECKPOINTS, RunFolder
 
 CHECKPOINT = f"{CHECKPOINTS}/last.pt"
-PHASES = ("pretrain", "regularize", "recover", "trained")  # the phases a checkpoint is written in (phases.ORDER)
+PHASES = ("pretrain", "regularize", "recover", "trained")  # the phases a checkpoint is written in, in order
 # settings that do not change what a run computes: they may differ on --resume
 NOT_DECIDING = {"out", "overwrite", "resume", "threads", "workers", "checkpoint_every", "export", "bench",
                 "record_every"}
