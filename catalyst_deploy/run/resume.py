@@ -74,7 +74,8 @@ class Resume:
     def restore(self, model: nn.Module, method: PruningMethod | None = None) -> PhaseState:
         """Load the checkpoint's weights into `model` (built as the checkpoint's phase trains it), the method's
         state into `method` (in the method's phase), and the RNG states; once. The phase state to continue from."""
-        assert not self.restored, "a checkpoint is restored once"
+        if self.restored:
+            raise RuntimeError("a checkpoint is restored once, into the model its phase trains")
         model.load_state_dict(self.payload["model"])
         if method is not None:
             method.load_state_dict(self.payload["method"])
