@@ -16,7 +16,8 @@ says which phase it was written in and at which step. `Resume` reads it once:
                      returns `state`
 
 The phase runner (`phases.PhaseRunner.run`) builds the model the checkpoint's phase trains, calls `restore`,
-and runs that phase from the step it returns and the phases after it; it never restores anything else.
+and runs that phase from the step it returns and the phases after it; besides the dense weights `record`
+hands it (loaded before the method starts or the cut is rebuilt), it restores nothing itself.
 """
 
 from __future__ import annotations
