@@ -121,6 +121,34 @@ def test_a_stop_during_recovery_then_resume_gives_the_same_plan_and_accuracy(tmp
     assert report["accuracy"] == uninterrupted[1]["accuracy"] and report["steps"] == uninterrupted[1]["steps"]
 
 
+def test_a_checkpoint_is_restored_once_into_the_model_the_method_and_the_rng():
+    import torch
+    from torch import nn
+
+    from catalyst_deploy.run.checkpoint import rng_state
+    from catalyst_deploy.run.resume import Resume
+    from catalyst_deploy.run.train import PhaseState
+
+    class Method:
+        state = None
+
+        def load_state_dict(self, state):
+            self.state = state
+
+    model, method = nn.Linear(3, 2), Method()
+    weights = {k: v + 1 for k, v in model.state_dict().items()}
+    rng = rng_state()
+    expected = torch.rand(4)
+    resume = Resume({"phase": "regularize", "state": PhaseState(7, {"momentum": 1}), "model": weights,
+                     "method": {"delta": torch.ones(2)}, "rng": rng, "report": {}})
+    assert (resume.phase, resume.state.step) == ("regularize", 7)
+    assert resume.restore(model, method) == PhaseState(7, {"momentum": 1})
+    assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
+    assert torch.equal(method.state["delta"], torch.ones(2)) and torch.equal(torch.rand(4), expected)
+    with pytest.raises(RuntimeError, match="restored once"):
+        resume.restore(model, method)
+
+
 PAYLOAD = """
 import os, sys, torch
 class Payload:

@@ -3,7 +3,8 @@
 `pipeline.PruneRun` sets a run up (data, model, channel graph, budget, preflight checks) and drives its
 steps; `phases` holds the training phases (pretrain, regularize, cut, recover) and drives any pruning
 method through `methods.base.PruningMethod` only; `train` is the training loop; `checkpoint` and
-`rundir` (with `marker` and `folderlock`) keep a run resumable and its folder safe; `outputs` and `deploy`
+`rundir` (with `marker` and `folderlock`) keep a run resumable and its folder safe, and `resume` is where
+a resumed run continues and its one restore; `outputs` and `deploy`
 write, export and benchmark what the cut produced; `distributed` and `ranks` run all of it under torchrun;
 `latency_loop` repeats a run until its exported files meet a `--target-latency`. `check` is the dry run
 (`catalyst-deploy check`): what a model offers to pruning, without data or training.

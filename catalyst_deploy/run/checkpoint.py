@@ -5,7 +5,8 @@ end: the phase and its step, the model's state (and, once cut, the mask the plan
 optimizer, the method's state (`PruningMethod.state_dict`), the RNG states, the partial report, and a hash of
 the settings that decide the result, all as tensors and plain containers. It is read with
 `torch.load(weights_only=True)`: a crafted file runs no code, and one that is not what `save` writes is refused.
-`prune --resume OUT` refuses a checkpoint made with other settings, naming the keys that differ.
+`prune --resume OUT` refuses a checkpoint made with other settings, naming the keys that differ; one it
+accepts becomes a `resume.Resume`, the phase and step the run continues at and the one restore of its states.
 SIGINT and SIGTERM save a checkpoint at the next step boundary and stop with a one-line message.
 Under torchrun only rank 0 saves (`enabled`); the checkpoint records the number of processes, and a resume
 with another number is refused (the per-rank batch and the data shards depend on it).
@@ -25,7 +26,7 @@ from catalyst_deploy.errors import Interrupted, UsageError  # noqa: F401 (Interr
 from catalyst_deploy.run.rundir import CHECKPOINTS, RunFolder
 
 CHECKPOINT = f"{CHECKPOINTS}/last.pt"
-PHASES = ("pretrain", "regularize", "recover", "trained")  # the phases a checkpoint is written in (phases.ORDER)
+PHASES = ("pretrain", "regularize", "recover", "trained")  # the phases a checkpoint is written in, in order
 # settings that do not change what a run computes: they may differ on --resume
 NOT_DECIDING = {"out", "overwrite", "resume", "threads", "workers", "checkpoint_every", "export", "bench",
                 "record_every"}

@@ -3,16 +3,22 @@
     pretrain_and_measure -> regularize (the method's phase, ended by its schedule; its decision)
     -> cut (the plan, applied) -> recover (gets the steps an early end of the phase left over)
 
+`PhaseRunner.run` runs them in order. Each phase trains from the start (`PhaseState`: step and optimizer
+state) it is given and never asks whether the run is resumed: on `--resume`, `run` builds the model as the
+checkpoint's phase trains it, `resume.Resume.restore` loads the model, method and RNG states into it once,
+and that phase continues from the checkpoint's step (its optimizer state with it); the phases before it are
+not run again, their results (the report so far, the dense weights, the mask) come from the checkpoint.
+
 The runner drives the pruning method through its interface (`methods.base.PruningMethod`) and never asks
 which method it holds. Under torchrun each phase trains the model wrapped in DDP (`distributed.ddp`); the
 state a method names at its decision points and the cut are checked to be identical on every rank
 (`distributed.check_identical`), a method that decides from unsynchronised state has rank 0's decision
-given to every rank, and a stop signal ends the phase at the same step on every rank.
-"""
+given to every rank, and a stop signal ends the phase at the same step on every rank."""
 
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -23,7 +29,11 @@ from catalyst_deploy.surgery.plan import apply_plan
 from catalyst_deploy.run.train import (DivergenceError, PhaseSettings, PhaseState, evaluate, phase_steps, to_device,
                                    train_phase)
 
-ORDER = ("pretrain", "regularize", "recover", "trained")
+if TYPE_CHECKING:
+    from torch import nn
+
+    from catalyst_deploy.run.resume import Resume
+
 DIVERGED = 1e15  # a weight beyond this magnitude means the run diverged
 
 
@@ -68,35 +78,42 @@ def from_rank0(decision: Decision) -> Decision:
 class PhaseRunner:
     def __init__(self, cfg, setup, report, checkpointer, progress, log):
         self.cfg, self.s, self.rep, self.ckpt, self.progress, self.log = cfg, setup, report, checkpointer, progress, log
-        self.resume: dict | None = None
         self.unused_steps = 0
         self.dense_state: dict | None = None
         per_epoch = len(setup.loaders["train"])
         self.steps = {name: phase_steps(epochs, per_epoch, cfg.steps_per_epoch) for name, epochs in
                       (("pretrain", cfg.pretrain_epochs), ("regularize", cfg.reg_epochs), ("recover", cfg.recover_epochs))}
 
-    # ---- resuming ----------------------------------------------------------------------------------
-    def resume_from(self, payload: dict | None) -> None:
-        if payload is None:
-            return
-        from catalyst_deploy.run.checkpoint import set_rng_state
-        from catalyst_deploy.report import PruneReport
-
-        self.resume = payload
-        restored = PruneReport.from_dict(payload["report"])
-        for key in ("accuracy", "val_accuracy", "steps", "seconds", "method", "latency_aware", "channels"):
-            setattr(self.rep, key, getattr(restored, key))
-        self.unused_steps = payload.get("unused_steps", 0)
-        self.dense_state = payload.get("dense_state")
-        set_rng_state(payload["rng"])
-        self.log(f"resuming at {payload['phase']} step {payload['state'].step}")
-
-    def _resuming(self, phase: str) -> str | None:
-        """'here' when the checkpoint is inside `phase`, 'past' when the phase is already done, else None."""
-        if self.resume is None:
-            return None
-        at, this = ORDER.index(self.resume["phase"]), ORDER.index(phase)
-        return "here" if at == this else "past" if at > this else None
+    def run(self, resume: Resume | None = None) -> tuple[nn.Module, torch.Tensor, dict]:
+        """The phases, from the start or from the checkpoint `resume` holds: the dense model (CPU copy, for the
+        deployment comparison), the mask and the plan. A resumed run builds the model as the checkpoint's phase
+        trains it (the dense one, the method started on it, or the cut one), restores the checkpoint into it
+        once, and runs that phase from the checkpoint's step, then the phases after it."""
+        at = resume.phase if resume else "pretrain"
+        method = mask = plan = dense = None
+        if resume is not None:  # the model the checkpoint's phase trains
+            recorded = resume.record(self.rep)
+            self.unused_steps, self.dense_state = recorded.unused_steps, recorded.dense_state
+            self.log(f"resuming at {at} step {resume.state.step}")
+            if at != "pretrain":
+                dense = self.dense_model()
+            if at == "regularize":
+                method = self.start_method()
+            elif at in ("recover", "trained"):
+                mask = resume.mask
+                plan = self.cut(mask)
+        start = resume.restore(self.s.model, method) if resume else PhaseState(0)  # the one restore
+        if at == "pretrain":
+            self.pretrain_and_measure(start)
+            dense, start = self.dense_model(), PhaseState(0)
+        if at in ("pretrain", "regularize"):
+            mask = self.regularize(method if method is not None else self.start_method(), start)
+            plan, start = self.cut(mask), PhaseState(0)
+            self.measure("after_surgery")
+            self._save("recover", start)
+        if at != "trained":
+            self.recover(start)
+        return dense, mask, plan
 
     def _save(self, phase: str, state: PhaseState, **extra) -> None:
         if not self.ckpt.enabled:  # ranks other than 0: nothing to gather
@@ -105,39 +122,35 @@ class PhaseRunner:
                    "unused_steps": self.unused_steps, "dense_state": self.dense_state, **extra}
         self.ckpt.save(payload)
 
-    # ---- phases ------------------------------------------------------------------------------------
-    def pretrain_and_measure(self):
-        """Dense pre-training (demo from scratch; 0 epochs otherwise) and the dense accuracy; returns the
-        dense model (CPU copy) for the deployment comparison."""
-        cfg, s = self.cfg, self.s
-        where = self._resuming("pretrain")
-        if self.steps["pretrain"] and where != "past":
-            state = self._restore_model_and_state() if where == "here" else None
-            self._train("pretrain", PhaseSettings(self.steps["pretrain"], cfg.pretrain_lr, cfg.momentum,
-                                                  cfg.weight_decay), state=state, epoch_base=0)
-        if self.dense_state is not None and where == "past":
-            s.model.load_state_dict(self.dense_state)
-        if where != "past" or "dense" not in self.rep.accuracy:
-            self.measure("dense")
-        dense = copy.deepcopy(s.model).cpu().eval()
+    # ---- phases: each runs from the start it is given ---------------------------------------------
+    def pretrain_and_measure(self, start: PhaseState) -> None:
+        """Dense pre-training (demo from scratch; 0 epochs otherwise) and the dense accuracy."""
+        cfg = self.cfg
         if self.steps["pretrain"]:
-            self.dense_state = {k: v.detach().cpu().clone() for k, v in s.model.state_dict().items()}
-        return dense
+            self._train("pretrain", PhaseSettings(self.steps["pretrain"], cfg.pretrain_lr, cfg.momentum,
+                                                  cfg.weight_decay), state=start, epoch_base=0)
+            self.dense_state = {k: v.detach().cpu().clone() for k, v in self.s.model.state_dict().items()}
+        self.measure("dense")
 
-    def regularize(self) -> torch.Tensor:
+    def dense_model(self):
+        """The dense model as a CPU copy, for the deployment comparison; the setup's model holds the dense weights
+        (those after pre-training, which the checkpoints carry) from here until the cut."""
+        if self.dense_state is not None:
+            self.s.model.load_state_dict(self.dense_state)
+        return copy.deepcopy(self.s.model).cpu().eval()
+
+    def start_method(self):
+        """The method of the settings, started on the dense model (it may add parameters to it)."""
+        method = make_method(self.cfg)
+        method.start(self.s.graph, self.s.budget, self.steps["regularize"])
+        return method
+
+    def regularize(self, method, start: PhaseState) -> torch.Tensor:
         """The method's phase; returns the prune mask (one bool per global channel)."""
-        if self._resuming("regularize") == "past":
-            return torch.tensor(self.resume["mask"])  # the cut and the recovery state follow
-        cfg, s = self.cfg, self.s
-        method = make_method(cfg)
-        method.start(s.graph, s.budget, self.steps["regularize"])
-        state = None
-        if self._resuming("regularize") == "here":
-            state = self._restore_model_and_state()
-            method.load_state_dict(self.resume["method"])
+        cfg = self.cfg
         hooks = MethodHooks(method, cfg.record_every)
         settings = PhaseSettings(self.steps["regularize"], cfg.lr, cfg.momentum, cfg.weight_decay, method.schedule)
-        stats = self._train("regularize", settings, hooks=hooks, overrides=method.param_overrides(), state=state,
+        stats = self._train("regularize", settings, hooks=hooks, overrides=method.param_overrides(), state=start,
                             extra=lambda: {"method": method.state_dict()}, epoch_base=1000)
         self.measure("after_regularization")
         decision = method.finish(stats.steps)
@@ -153,30 +166,21 @@ class PhaseRunner:
         return decision.mask
 
     def cut(self, mask: torch.Tensor) -> dict:
-        """Apply the plan of `mask` (also when resuming past the cut: the setup model is the dense one)."""
+        """Apply the plan of `mask` to the setup's model (also to rebuild the pruned architecture on --resume); the
+        checkpoints from here on carry the mask."""
         s = self.s
         plan = s.graph.plan_for(mask.cpu())
         distributed.check_identical("cut", {"mask": mask, "plan": plan, "weights": s.model})
         apply_plan(s.model, plan)
         to_device(s.model, s.device)
-        if self._resuming("recover") is None and self._resuming("trained") is None:
-            self.measure("after_surgery")
-            self._save("recover", PhaseState(0), mask=mask.tolist())
+        self.ckpt.carry(mask=mask.tolist())  # every checkpoint from here on can be cut again on --resume
         return plan
 
-    def recover(self) -> None:
+    def recover(self, start: PhaseState) -> None:
         cfg = self.cfg
-        where = self._resuming("recover")
-        if self._resuming("trained") == "here":
-            self.s.model.load_state_dict(self.resume["model"])
-            return
-        state = None
-        if where == "here":
-            state = self._restore_model_and_state()
-            state = state if state.step else None
         steps = self.steps["recover"] + self.unused_steps
         self.rep.steps["recover"] = steps
-        self._train("recover", PhaseSettings(steps, cfg.lr, cfg.momentum, cfg.weight_decay), state=state,
+        self._train("recover", PhaseSettings(steps, cfg.lr, cfg.momentum, cfg.weight_decay), state=start,
                     epoch_base=2000)
         self.measure("final")
         self._save("trained", PhaseState(steps))
@@ -242,11 +246,6 @@ class PhaseRunner:
             if not torch.isfinite(p).all() or float(p.detach().abs().max()) > DIVERGED:
                 raise DivergenceError(f"{phase}: training diverged, parameter {name} is non-finite or above "
                                       f"{DIVERGED:g} by step {step}")
-
-    def _restore_model_and_state(self) -> PhaseState:
-        """Load the checkpoint's model state (into the cut model after `cut`) and return its phase state."""
-        self.s.model.load_state_dict(self.resume["model"])
-        return self.resume["state"]
 
     def measure(self, key: str) -> None:
         """Test (and val) accuracy as `key` in the report; under torchrun each rank evaluates its share and

@@ -28,6 +28,7 @@ from catalyst_deploy.config import PruneConfig
 from catalyst_deploy.surgery.graph import ChannelGraph
 from catalyst_deploy.surgery.macs import count_macs
 from catalyst_deploy.run.phases import PhaseRunner
+from catalyst_deploy.run.resume import Resume
 from catalyst_deploy.report import Counts, PruneReport
 
 
@@ -148,12 +149,8 @@ class PruneRun:
         ckpt = Checkpointer(folder, rep.config, enabled=main, world_size=distributed.world_size())
         phases = PhaseRunner(cfg, s, rep, ckpt, self.progress, self.log)
         with ckpt.watching_signals(), distributed.failure_boundary():
-            phases.resume_from(distributed.from_main(ckpt.load) if cfg.resume else None)  # rank 0's file, for all
-            dense = phases.pretrain_and_measure()
-            mask = phases.regularize()
-            plan = phases.cut(mask)
-            ckpt.carry(mask=mask.tolist())  # every checkpoint from here on can be cut again on --resume
-            phases.recover()
+            resume = Resume(distributed.from_main(ckpt.load)) if cfg.resume else None  # rank 0's file, for all
+            dense, mask, plan = phases.run(resume)
         rep.macs = Counts(s.macs, count_macs(s.model, s.example)[0])
         rep.params = Counts(s.params, count_macs(s.model, s.example)[1])
         rep.channels.update(removed=int(mask.sum()), total=s.graph.num_channels, pruned=mask.nonzero().flatten().tolist())
