@@ -177,3 +177,21 @@ def test_a_crafted_checkpoint_runs_no_code_and_a_failed_resume_deletes_nothing(t
     assert result.returncode == 2 and "--resume" in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert not marker.exists()
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name not in own} == before
+
+
+@pytest.mark.parametrize("phase, missing", [("recover", "no prune mask"), ("trained", "no prune mask"),
+                                            ("regularize", "no method state")])
+def test_a_checkpoint_without_what_its_phase_needs_is_refused_in_one_line(tmp_path, phase, missing):
+    from catalyst_deploy.errors import UsageError
+    from catalyst_deploy.inputs.zoo import tiny_cnn
+    from catalyst_deploy.run.checkpoint import Checkpointer
+    from catalyst_deploy.run.rundir import claim_run_folder
+    from catalyst_deploy.run.train import PhaseState
+
+    folder = claim_run_folder(tmp_path / "run")
+    config = {"model": "zoo:tiny_cnn"}
+    payload = {"phase": phase, "state": PhaseState(step=0, optimizer=None), "model": tiny_cnn().state_dict(),
+               "report": {}}  # what save writes, less the cut's mask / the method's state its phase needs
+    Checkpointer(folder, config).save(payload)
+    with pytest.raises(UsageError, match=f"not a checkpoint this tool wrote \\({missing}"):
+        Checkpointer(folder, config).load()

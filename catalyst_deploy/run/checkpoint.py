@@ -76,6 +76,12 @@ def payload_problem(payload) -> str | None:
         return "no random-number state"
     if not isinstance(payload.get("report"), dict):
         return "no report"
+    mask = payload.get("mask")
+    if payload["phase"] in ("recover", "trained") and not (isinstance(mask, list) and mask
+                                                          and all(isinstance(m, bool) for m in mask)):
+        return "no prune mask after the cut"
+    if payload["phase"] == "regularize" and not isinstance(payload.get("method"), dict):
+        return "no method state"
     return None
 
 
