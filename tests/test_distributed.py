@@ -110,7 +110,7 @@ def test_resume_refuses_a_checkpoint_of_another_number_of_processes(tmp_path):
     from catalyst_deploy.run.train import PhaseState
 
     payload = {"phase": "regularize", "state": PhaseState(step=0, optimizer=None), "model": tiny_cnn().state_dict(),
-               "report": {}}  # what a run saves (a bare {"phase": ...} is refused as not a checkpoint of this tool)
+               "report": {}, "method": {}}  # what a run saves (a bare {"phase": ...} is refused as not this tool's)
     Checkpointer(folder, config, world_size=2).save(payload)
     assert Checkpointer(folder, config, world_size=2).load()["world_size"] == 2
     with pytest.raises(UsageError, match=r"made by 2 process\(es\) and this one has 1: resume with 2"):
