@@ -3,7 +3,8 @@ of the 1+1 budget (and of 8+4) on seed 0's dense model, per method and candidate
 is still running (the paper's Catalyst, whose runs take 7-15 minutes each on a loaded 2-core machine), this
 is what the validation split says so far; `compare.py select` makes the choice once every candidate has run.
 
-    python benchmarks/compare_partial.py --cache /work/cache          # writes the compare-paper-form section
+    python benchmarks/compare_partial.py --cache benchmarks/compare_records   # the committed records behind RESULTS.md
+    python benchmarks/compare_partial.py --cache /work/cache          # a lane's live cache; writes the section
     python benchmarks/compare_partial.py --cache /work/cache --no-write
 """
 
