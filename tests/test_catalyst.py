@@ -29,6 +29,7 @@ from catalyst_deploy.surgery.allocation import Budget
 from catalyst_deploy.surgery.graph import ChannelGraph
 from catalyst_deploy.surgery.macs import count_macs
 from catalyst_deploy.surgery.plan import apply_plan
+from test_catalyst_gated import decide  # the prune set a method decides after a short phase (shared P2 helper)
 
 EXAMPLE = torch.randn(1, 1, 28, 28, generator=torch.Generator().manual_seed(0))
 CPU = torch.device("cpu")
@@ -102,19 +103,6 @@ def test_p1_under_the_penalty_alone_c_stays_at_one_and_runs_away_from_anywhere_e
 
 
 # ---- P2 ------------------------------------------------------------------------------------------------
-def decide(method_name: str, model: nn.Module, loader, steps: int = 140) -> torch.Tensor:
-    graph = ChannelGraph(model, EXAMPLE)
-    macs = count_macs(model, EXAMPLE)[0]
-    budget = Budget(tuple(graph.sizes), graph.trial_macs, 0.5 * macs, None, 0.9)
-    method = make_method(load_config(model="zoo:tiny_cnn", method=method_name, lr=0.02))
-    method.start(graph, budget, steps)
-    used = 0
-    if method_name != "l1":
-        used = train_phase(model, loader, CPU, PhaseSettings(steps, 0.02, schedule=method.schedule),
-                           label=method_name, hooks=method, overrides=method.param_overrides()).steps
-    return method.finish(used).mask
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("factor", [0.1, 10.0])
 def test_p2_a_rescale_made_before_the_catalyst_does_not_change_whom_it_prunes(demo_loaders, factor):
