@@ -128,11 +128,19 @@ def load_records() -> dict[str, dict]:
     return {record["model"]: record for record in json.loads(ZOO_JSON.read_text())["records"]}
 
 
-def save_records(records: dict[str, dict], meta: dict) -> None:
-    ordered = sorted(records.values(), key=lambda r: r["model"])
-    tmp = ZOO_JSON.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({**meta, "records": ordered}, indent=1))
-    tmp.replace(ZOO_JSON)
+def save_record(record: dict, meta: dict) -> dict[str, dict]:
+    """Add one record to zoo.json and return every record now in it. The file is read again under a lock, so
+    two lanes (`--models` lists that do not overlap) can fill one table without losing each other's records."""
+    import fcntl
+
+    with open(ZOO_JSON.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        records = {**load_records(), record["model"]: record}
+        ordered = sorted(records.values(), key=lambda r: r["model"])
+        tmp = ZOO_JSON.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps({**meta, "records": ordered}, indent=1))
+        tmp.replace(ZOO_JSON)
+    return records
 
 
 def main() -> None:
@@ -156,11 +164,10 @@ def main() -> None:
         old = records.get(spec)
         if old and (old["status"] == "ok" or not args.redo_failed):
             continue
-        records[spec] = run_isolated(spec)
-        r = records[spec]
+        r = run_isolated(spec)
         print(f"{spec}: {r['status']} {r.get('macs_ratio')} {r.get('latency_ratio')} {r['seconds']} s "
               f"{r.get('reason') or ''}", flush=True)
-        save_records(records, meta)
+        records = save_record(r, meta)
     from zoo_report import zoo_section  # benchmarks/zoo_report.py
 
     publish(SECTION, zoo_section(records, meta, specs), write=not args.no_write)
