@@ -250,6 +250,23 @@ def test_an_unknown_attention_layout_keeps_its_heads():
     assert cut[1].qkv.out_features == 48 and cut(torch.randn(2, 5, 8)).shape == (2, 5, 4)
 
 
+def test_maxvit_attention_is_found_and_left_whole():
+    """torchvision's MaxVit names its head count `n_heads`: unseen, its window reshapes sent torch-pruning's
+    index maps through every head and the group search ran out of memory (the zoo's maxvit_t record)."""
+    from torchvision.models.maxvit import MaxVit
+
+    model = MaxVit(input_size=(32, 32), stem_channels=8, partition_size=2, block_channels=[16, 32],
+                   block_layers=[1, 1], head_dim=8, stochastic_depth_prob=0.0, num_classes=4).eval()
+    heads, left_alone = find_attention(model)
+    assert not heads and len(left_alone) == 4  # window and grid attention of both blocks
+    assert all("RelativePositionalMultiHeadAttention" in why for why in left_alone.values())
+    graph = ChannelGraph(model, torch.randn(1, 3, 32, 32))
+    keep = torch.ones(graph.num_channels, dtype=torch.bool)
+    keep[::2] = False
+    x = torch.randn(2, 3, 32, 32)
+    assert graph.cut_copy(keep)(x).shape == (2, 4)
+
+
 FAST = dict(data="demo", train_limit=256, test_limit=128, batch_size=32, steps_per_epoch=3, reg_epochs=2,
             recover_epochs=1, device="cpu")
 

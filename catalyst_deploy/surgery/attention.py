@@ -80,8 +80,8 @@ def find_attention(model: nn.Module) -> tuple[list[AttentionHeads], dict[str, st
 def _is_attention(module: nn.Module) -> bool:
     """A module with a head count and projections of its own (a block that holds one, and only stores its
     head count, is not)."""
-    if not isinstance(getattr(module, "num_heads", None), int):
-        return False
+    if not isinstance(getattr(module, "num_heads", getattr(module, "n_heads", None)), int):
+        return False  # torchvision's MaxVit names it n_heads
     if isinstance(module, nn.MultiheadAttention):
         return True
     return any(isinstance(child, (nn.Linear, nn.modules.conv._ConvNd)) for child in module.children())
