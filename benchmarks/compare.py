@@ -86,6 +86,9 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--cache", type=Path, default=HERE / "cache")
     p.add_argument("--out", type=Path, default=HERE)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--dense-seed", type=int, default=None,
+                   help="final: start every seed from this seed's dense model (data-order seeds only: the "
+                        "stability runs); default: each seed its own dense model")
     p.add_argument("--quick", action="store_true", help="tiny data subsets and step caps (tests)")
     return p.parse_args(argv)
 
@@ -142,8 +145,9 @@ def main(argv=None) -> int:
             for seed in args.seeds:
                 for target in targets_of(args, budget):
                     for method in args.methods:
+                        start = seed if args.dense_seed is None else args.dense_seed
                         run_cached(args, method, setting_for(method, chosen[model], budget), budget, target, seed,
-                                   dense(model)[seed])
+                                   dense(model)[start])
     elif args.stage == "fairness":
         from compare_fairness import run_fairness
 
