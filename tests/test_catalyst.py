@@ -152,3 +152,17 @@ def test_p3_p4_the_dynamics_make_the_split_and_the_cut_is_lossless(demo_loaders)
     assert count_macs(model, EXAMPLE)[0] <= 0.5 * macs
     torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
     assert evaluate(model, demo_loaders[1], CPU) == accuracy
+
+
+def test_the_margin_is_taken_against_live_kept_channels():
+    """A channel at F = 0 that the --round-to blocks gave back is dead on either side (log c = +inf): the margin
+    compares the prune set with the live channels kept, and the dead one counts in given_back."""
+    from catalyst_deploy.methods.catalyst_schedule import split_record
+
+    norms = torch.tensor([0.0, 0.0, 1e-3, 0.5, 1.0])
+    delta = torch.tensor([0.5, 0.2, 0.3, 1e-4, 0.0])
+    log_c = torch.log(delta / norms)  # +inf, +inf, log 300, log 2e-4, -inf
+    mask = torch.tensor([True, False, True, False, False])
+    split = split_record(10, False, mask, log_c, norms, delta)
+    assert split["given_back"] == 1 and split["collapsed"] == 2
+    assert split["margin"] == pytest.approx(math.log(300) - math.log(2e-4), rel=1e-5)

@@ -144,7 +144,10 @@ def split_record(step: int, forced: bool, mask: torch.Tensor, log_c: torch.Tenso
     same keys as the gated form's split: `collapsed` is F = 0 here, `kept` delta = 0)."""
     shown = log_c.clamp(-50.0, 50.0)
     collapsed, kept = norms == 0, (delta == 0) & (norms > 0)
-    margin = float(shown[mask].min() - shown[~mask].max()) if mask.any() and (~mask).any() else None
+    # the margin between the prune set and the live channels kept: a channel at F = 0 that the --round-to blocks
+    # gave back is dead whatever the decision (log c = +inf), and would read as a margin of about -50
+    live_kept = ~mask & ~collapsed
+    margin = float(shown[mask].min() - shown[live_kept].max()) if mask.any() and live_kept.any() else None
     return {"step": step, "forced": forced, "collapsed": int(collapsed.sum()), "kept": int(kept.sum()),
             "undecided": int((~(collapsed | kept)).sum()), "margin": margin,
             "decided_share": float((shown.abs() >= math.log(10)).float().mean()),

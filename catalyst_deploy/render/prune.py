@@ -96,7 +96,7 @@ def _catalyst_lines(cat: dict | None) -> list[str]:
             f"{sp['undecided']} undecided; "
             f"{100 * sp['decided_share']:.1f}% of channels had c <= 0.1 or c >= 10. The margin fill added "
             f"{sp['filled']} channels and gave back {sp['given_back']}.",
-            f"Margin at the freeze (min log c pruned - max log c kept): {margin}.", "",
+            f"Margin at the freeze (min log c pruned - max log c of the live channels kept): {margin}.", "",
             f"lambda (step: value): {history}"]
 
 
