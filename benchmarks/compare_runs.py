@@ -29,9 +29,13 @@ def run_cached(args, method, setting, budget, target, seed, dense, cached_only: 
         raise SystemExit(f"no cached run {key}: run the stage that makes it first")
     print(f"run {key}", flush=True)
     record = run_one(args, method, setting, budget, target, seed, dense, key)
+    print(f"  {summary(record)}", flush=True)
+    if record.get("error"):  # not cached: the next invocation runs it again (an interrupted lane, a fixed bug)
+        if "Interrupted" in record["error"]:
+            raise SystemExit(f"{key}: interrupted; its checkpoint is in {args.cache / 'runs' / key}")
+        return record
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=1))
-    print(f"  {summary(record)}", flush=True)
     return record
 
 
