@@ -5,8 +5,9 @@ report.json (schema "catalyst-deploy/prune-report/2"; keys are stable, null wher
     schema, created_utc, out, device, input_shape
     config          every setting of the run (config.PruneConfig as JSON)
     accuracy        top-1 % on the test split: dense, after_regularization, after_surgery, final, and
-                    after_decision where the method forced part of its prune set to zero when it decided
-                    (the model the cut starts from; the cut of a regularizing method is lossless from there)
+                    after_decision where the method forced part of its prune set to zero when it decided, or
+                    kept channels it had zeroed were restored (method.revived; surgery/revive.py): the model the
+                    cut starts from (the cut of a regularizing method is lossless from there)
     val_accuracy    the same on the held-out validation split (null without val_size)
     macs, params    {dense, pruned, ratio} (MACs as torch-pruning counts them)
     channels        {removed, total, pruned: [global channel indices], priority: [per channel, higher =

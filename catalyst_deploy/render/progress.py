@@ -53,7 +53,7 @@ def print_prune_summary(report: dict) -> None:
     table.add_row("params", f"{params['dense']:,}", f"{params['pruned']:,}", f"{params['ratio']:.3f}")
     table.add_row("top-1 %", f"{acc['dense']:.2f}", f"{acc['final']:.2f}", "")
     Console().print(table)
-    forced = f"  ->  forced set zeroed {acc['after_decision']:.2f}%" if "after_decision" in acc else ""
+    forced = f"  ->  after the decision {acc['after_decision']:.2f}%" if "after_decision" in acc else ""
     Console().print(f"after regularization {acc['after_regularization']:.2f}%{forced}  ->  right after surgery "
                     f"{acc['after_surgery']:.2f}%  ->  after recovery {acc['final']:.2f}%   "
                     f"({report['seconds']['total']:.0f} s)")

@@ -6,7 +6,7 @@ import math
 
 from catalyst_deploy.report import PruneReport
 
-PHASES = (("after_regularization", "after regularization"), ("after_decision", "forced set zeroed"),
+PHASES = (("after_regularization", "after regularization"), ("after_decision", "after the decision"),
           ("after_surgery", "right after the cut"),
           ("final", "after recovery"))
 

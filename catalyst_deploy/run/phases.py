@@ -26,6 +26,7 @@ from catalyst_deploy.run import distributed
 from catalyst_deploy.methods import make_method
 from catalyst_deploy.methods.base import Decision
 from catalyst_deploy.surgery.plan import apply_plan
+from catalyst_deploy.surgery.revive import revive_dead_channels
 from catalyst_deploy.run.train import (DivergenceError, PhaseSettings, PhaseState, evaluate, phase_steps, to_device,
                                    train_phase)
 
@@ -107,7 +108,7 @@ class PhaseRunner:
             self.pretrain_and_measure(start)
             dense, start = self.dense_model(), PhaseState(0)
         if at in ("pretrain", "regularize"):
-            mask = self.regularize(method if method is not None else self.start_method(), start)
+            mask = self.regularize(method if method is not None else self.start_method(), start, dense)
             plan, start = self.cut(mask), PhaseState(0)
             self.measure("after_surgery")
             self._save("recover", start)
@@ -145,8 +146,9 @@ class PhaseRunner:
         method.start(self.s.graph, self.s.budget, self.steps["regularize"])
         return method
 
-    def regularize(self, method, start: PhaseState) -> torch.Tensor:
-        """The method's phase; returns the prune mask (one bool per global channel)."""
+    def regularize(self, method, start: PhaseState, dense: nn.Module) -> torch.Tensor:
+        """The method's phase; returns the prune mask (one bool per global channel). Kept channels the phase
+        zeroed are restored from `dense` (surgery/revive.py)."""
         cfg = self.cfg
         hooks = MethodHooks(method, cfg.record_every)
         settings = PhaseSettings(self.steps["regularize"], cfg.lr, cfg.momentum, cfg.weight_decay, method.schedule)
@@ -159,7 +161,12 @@ class PhaseRunner:
             decision = from_rank0(decision)
         self.rep.channels["priority"] = [round(float(p), 5) for p in decision.priority]
         self.rep.method = method.report()
-        if (self.rep.method or {}).get("forced_to_zero"):  # the model the (lossless) cut starts from
+        revived = revive_dead_channels(self.s.graph, dense, ~decision.mask)
+        if revived:
+            self.log(f"{revived} kept channels had been zeroed by the phase (the --round-to blocks kept them): "
+                     "restored to their dense weights, so that recovery can train them")
+            self.rep.method = {**(self.rep.method or {}), "revived": revived}
+        if (self.rep.method or {}).get("forced_to_zero") or revived:  # the model the (lossless) cut starts from
             self.measure("after_decision")
         self.rep.trajectory = hooks.trajectory or None
         self.unused_steps = self.steps["regularize"] - stats.steps

@@ -1,0 +1,89 @@
+"""Does the paper's Catalyst lose the long budget to its setting? Variants of its schedule at the long budget
+(8+4 epochs, seed 0's narrow dense model), on the validation split, through compare.py's run machinery (records
+cached and shared with compare.py, keyed by the setting).
+
+    python benchmarks/paper_study.py --cache /work/cache                        # every variant, target 0.3
+    python benchmarks/paper_study.py --cache /work/cache --variants p0.5 --targets 0.3 0.15
+    python benchmarks/paper_study.py --cache /work/cache --report               # the table from the cache only
+
+The shipped setting (compare.py's selection at 1+1: bypass minus, pressure 0.02, strength 4) freezes at its
+deadline at the long budget with most of the prune set filled from the c <= 1 side (RESULTS.md,
+`long-budget`). The variants ask whether more prune pressure (the relative decay of F that tips channels
+with little task defence to c > 1) or less strength (the proximal steps that shrink every undecided channel)
+lets the dynamics make the set. Writes the `paper-study` section of RESULTS.md with --report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from results_file import machine_line, publish  # noqa: E402
+
+BASE = {"bypass": "minus", "pressure": 0.02, "strength": 4.0}
+VARIANTS = {
+    "shipped": ({}, "compare.py's selection at 1+1"),
+    "p0.1": ({"pressure": 0.1}, "5x the prune pressure"),
+    "p0.5": ({"pressure": 0.5}, "25x the prune pressure"),
+    "p0.5-s1": ({"pressure": 0.5, "strength": 1.0}, "25x the pressure, a quarter of the strength"),
+}
+
+
+def run(args, name: str, target: float) -> dict:
+    from compare import DATA
+    from compare_runs import run_cached
+    from long_budget import dense_name
+
+    change, _ = VARIANTS[name]
+    setting = {"catalyst": {**BASE, **change}}
+    dense = SimpleNamespace(path=args.cache / dense_name(args.cache, 0))
+    cfg = SimpleNamespace(latency_aware=False, quick=False, data=DATA, cache=args.cache, threads=1)
+    return run_cached(cfg, "catalyst", setting, "8+4", target, 0, dense, cached_only=args.report)
+
+
+def section(rows: list[tuple[str, float, dict]]) -> str:
+    lines = ["## The paper's Catalyst at the long budget: its setting (`benchmarks/paper_study.py`)", "",
+             f"Machine: {machine_line()} (single-thread lane beside other work). 8+4 epochs, seed 0's narrow dense "
+             "model (91.68%), validation split (the selection criterion) and test split. Forced: the freeze came at "
+             "the deadline, the prune set filled from the c <= 1 side.", "",
+             "| variant | what | target | after phase (test) | forced set zeroed | final val | final test | MACs | "
+             "frozen at step | forced | forced to zero | margin log10 |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, target, r in rows:
+        c = r.get("catalyst") or {}
+        margin = "-" if c.get("margin_log10") is None else f"{c['margin_log10']:.1f}"
+        lines.append(f"| {name} | {VARIANTS[name][1]} | {target:g} | {r['acc_after_reg']:.2f} | "
+                     f"{r.get('acc_after_decision') or '-'} | {r['val_final']:.2f} | {r['acc_final']:.2f} | "
+                     f"{r['macs_ratio']:.3f} | {c.get('frozen_at')} | {c.get('forced')} | {c.get('forced_to_zero')} | "
+                     f"{margin} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    import torch
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--cache", type=Path, default=HERE / "cache")
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--targets", type=float, nargs="+", default=[0.3])
+    p.add_argument("--report", action="store_true", help="the table from cached runs only; writes RESULTS.md")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    rows = []
+    for target in args.targets:
+        for name in args.variants:
+            try:
+                rows.append((name, target, run(args, name, target)))
+            except SystemExit as missing:
+                print(missing, flush=True)
+    publish("paper-study", section(rows), write=args.report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

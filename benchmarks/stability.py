@@ -1,0 +1,121 @@
+"""Decision robustness: how much the kept channel sets of one dense model agree across data-order seeds, for
+every method, and for one process against two under torchrun (issue 16, item 5).
+
+    python benchmarks/stability.py --cache /work/cache      # from the cached runs; runs nothing
+
+Sources (each made by its own script, which this one only reads):
+- the long budget (8+4 epochs, compare.py's narrow model): the runs of `compare.py final --budgets 8+4
+  --dense-seed 0 --seeds 1 2` next to seed 0's own runs: one dense model (seed 0), three data orders;
+- the short demo budget (1+1 epochs of 30 steps from the shipped demo model, seeds 4, 5, 6):
+  benchmarks/short_budget.json;
+- torchrun: benchmarks/distributed.json (`distributed.py`: the same seed in one process and in two gloo ranks).
+
+Writes benchmarks/stability.json (records with method, budget, target, mean_pairwise_jaccard) and the
+`stability` section of RESULTS.md. The Jaccard overlap of two kept sets is |A & B| / |A | B|; two random
+halves of a model's channels overlap about 1/3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from results_file import git_commit, publish  # noqa: E402
+
+LONG_SEEDS = (0, 1, 2)
+
+
+def jaccard(pruned_a, pruned_b, total: int) -> float:
+    kept_a, kept_b = set(range(total)) - set(pruned_a), set(range(total)) - set(pruned_b)
+    return len(kept_a & kept_b) / max(1, len(kept_a | kept_b))
+
+
+def overlap(pruned_sets: list, total: int) -> tuple[float, float]:
+    """(mean, min) pairwise Jaccard of the kept sets."""
+    pairs = [jaccard(a, b, total) for a, b in itertools.combinations(pruned_sets, 2)]
+    return sum(pairs) / len(pairs), min(pairs)
+
+
+def long_budget_records(cache: Path, methods: list[str], targets: list[float]) -> list[dict]:
+    """One record per (method, target) whose three data-order runs from dense seed 0 are all cached."""
+    from long_budget import narrow_channels, record
+
+    total = narrow_channels()
+    out = []
+    for method, target in itertools.product(methods, targets):
+        records = [r for seed in LONG_SEEDS if (r := record(cache, method, target, seed, dense_seed=0)) is not None]
+        if len(records) < len(LONG_SEEDS):
+            print(f"{method} 8+4 t{target:g}: {len(records)} of {len(LONG_SEEDS)} runs cached, left out", flush=True)
+            continue
+        mean, low = overlap([r["pruned"] for r in records], total)
+        out.append({"method": method, "budget": "8+4", "target": target, "mean_pairwise_jaccard": round(mean, 4),
+                    "min_pairwise_jaccard": round(low, 4), "seeds": list(LONG_SEEDS), "dense_seed": 0,
+                    "final": [r["acc_final"] for r in records], "channels": total,
+                    "source": "compare.py final --budgets 8+4 --dense-seed 0"})
+    return out
+
+
+def short_budget_records() -> list[dict]:
+    path = HERE / "short_budget.json"
+    if not path.is_file():
+        return []
+    runs = json.loads(path.read_text())["runs"]
+    out = []
+    for method in dict.fromkeys(r["method"] for r in runs):
+        rs = [r for r in runs if r["method"] == method]
+        mean, low = overlap([r["pruned"] for r in rs], rs[0]["total"])
+        out.append({"method": method, "budget": "demo 1+1 x 30 steps", "target": 0.5,
+                    "mean_pairwise_jaccard": round(mean, 4), "min_pairwise_jaccard": round(low, 4),
+                    "seeds": [r["seed"] for r in rs], "final": [r["accuracy"]["final"] for r in rs],
+                    "channels": rs[0]["total"], "source": "short_budget.py"})
+    return out
+
+
+def torchrun_records() -> list[dict]:
+    path = HERE / "distributed.json"
+    if not path.is_file():
+        return []
+    return [{"method": r["method"], "budget": r["budget"], "target": r["target"], "comparison": "2 ranks vs 1 process",
+             "mean_pairwise_jaccard": r["kept_jaccard"], "final": r["final"], "source": "distributed.py"}
+            for r in json.loads(path.read_text())["rows"]]
+
+
+def section(records: list[dict]) -> str:
+    lines = ["## Decision robustness: kept-set overlap (`benchmarks/stability.py`)", "",
+             f"Commit {git_commit()}. From the cached runs of compare.py (long budget: one dense model, seed 0's, "
+             "three data-order seeds 0, 1, 2), short_budget.py (the shipped demo model, seeds 4, 5, 6) and "
+             "distributed.py (the same seed, one process against two gloo ranks). Jaccard overlap of the kept "
+             "channel sets; two random halves overlap about 0.33. Goal (issue 16): at least 0.9 for Catalyst.", "",
+             "| budget | target | method | seeds or processes | mean pairwise Jaccard | min | final accuracy (%) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in records:
+        who = r.get("comparison") or ", ".join(map(str, r["seeds"]))
+        finals = " / ".join(f"{a:.2f}" for a in r["final"])
+        low = r.get("min_pairwise_jaccard")
+        lines.append(f"| {r['budget']} | {r['target']:g} | {r['method']} | {who} | {r['mean_pairwise_jaccard']:.3f} | "
+                     f"{'-' if low is None else f'{low:.3f}'} | {finals} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--cache", type=Path, default=HERE / "cache", help="compare.py's cache (records and dense models)")
+    p.add_argument("--methods", nargs="+", default=["catalyst", "catalyst-gated", "l1", "taylor", "depgraph", "random"])
+    p.add_argument("--targets", type=float, nargs="+", default=[0.3, 0.15])
+    p.add_argument("--no-write", action="store_true")
+    args = p.parse_args(argv)
+    records = long_budget_records(args.cache, args.methods, args.targets) + short_budget_records() + torchrun_records()
+    if not args.no_write:
+        (HERE / "stability.json").write_text(json.dumps({"commit": git_commit(), "records": records}, indent=1))
+    publish("stability", section(records), write=not args.no_write)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
