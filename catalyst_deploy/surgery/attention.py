@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from catalyst_deploy.surgery.hooks import eval_forward_with_hooks
+
 # stand-in / timm classes whose forward reads the head count and width from attributes (module, class)
 KNOWN_LAYOUTS = {
     ("catalyst_deploy.surgery.attention_modules", "PackedSelfAttention"),
@@ -160,13 +162,5 @@ def attention_macs_by_module(model: nn.Module, example: torch.Tensor) -> dict[st
             totals[name] += 2 * (out.numel() // 3) * out.shape[-2]
         return count
 
-    hooks = [h.module.qkv.register_forward_hook(counter(h.name)) for h in heads]
-    was_training = model.training
-    try:
-        with torch.no_grad():
-            model.eval()(example)
-    finally:
-        model.train(was_training)
-        for hook in hooks:
-            hook.remove()
+    eval_forward_with_hooks(model, example, [h.module.qkv.register_forward_hook(counter(h.name)) for h in heads])
     return totals

@@ -28,6 +28,7 @@ from torch import nn
 from catalyst_deploy.errors import CatalystDeployError, UsageError, did_you_mean
 from catalyst_deploy.surgery.macs import count_macs
 from catalyst_deploy.surgery.groups import build_dependency_graph, head_cut, param_cuts, shape_only_copy
+from catalyst_deploy.surgery.hooks import eval_forward_with_hooks
 from catalyst_deploy.surgery.plan import apply_plan, layer_pruner, make_plan
 
 
@@ -44,16 +45,9 @@ class ParamSlice:
 def output_layer(model: nn.Module, example: torch.Tensor) -> nn.Module | None:
     """The last Conv/Linear executed in a forward pass: the classifier head, never pruned."""
     order: list[nn.Module] = []
-    hooks = [m.register_forward_hook(lambda mod, _i, _o: order.append(mod)) for m in model.modules()
-             if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))]
-    was_training = model.training
-    try:
-        with torch.no_grad():
-            model.eval()(example)
-    finally:
-        model.train(was_training)
-        for h in hooks:
-            h.remove()
+    eval_forward_with_hooks(model, example, [m.register_forward_hook(lambda mod, _i, _o: order.append(mod))
+                                             for m in model.modules()
+                                             if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))])
     return order[-1] if order else None
 
 
