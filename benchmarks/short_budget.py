@@ -33,6 +33,9 @@ SECTION = "short-budget"
 RUNS = {  # a row of the table: the method and its settings (the defaults unless named)
     "catalyst": ("catalyst", {}),
     "catalyst, cost_aware off": ("catalyst", {"catalyst": {"cost_aware": False}}),
+    # does the task's gradient reach the catalyst here, and does an earlier freeze (more recovery) help?
+    "catalyst, bypass minus": ("catalyst", {"catalyst": {"bypass": "minus"}}),
+    "catalyst, cost_aware off, deadline 0.3": ("catalyst", {"catalyst": {"cost_aware": False, "deadline": 0.3}}),
     "catalyst-gated": ("catalyst-gated", {}),
     "l1": ("l1", {}),
 }
