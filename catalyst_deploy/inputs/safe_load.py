@@ -9,7 +9,7 @@
   or ``quantization``, ``torchvision.ops``' public modules (the zoo's blocks: ``Conv2dNormActivation``,
   ``SqueezeExcitation``, ``StochasticDepth``, ``FrozenBatchNorm2d``, ...), ``timm.models`` and
   ``timm.layers`` when installed (private modules such as ``_efficientnet_blocks`` too, fx ones not),
-  :mod:`catalyst_deploy.inputs.zoo` and :mod:`catalyst_deploy.surgery.attention_modules`;
+  this package's zoo and the stand-ins of ``surgery`` (``attention_modules``, ``shuffle_modules``);
 * less every class whose unpickling could run code (:func:`unpickling_may_run_code`): a base from
   torch.fx, torch.ao, torch.jit or torch's private packages (a GraphModule's ``__reduce__`` regenerates
   Python source and runs it), a ``__reduce__``, ``__reduce_ex__`` or ``__new__`` other than ``object``'s,
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 # (package, also walk its private submodules, subpackages left out)
 MODULE_SOURCES = (
     ("torch.nn.modules", False, ()), ("torchvision.ops", False, ()), ("catalyst_deploy.inputs.zoo", False, ()),
-    ("catalyst_deploy.surgery.attention_modules", False, ()),
+    ("catalyst_deploy.surgery.attention_modules", False, ()), ("catalyst_deploy.surgery.shuffle_modules", False, ()),
     ("torchvision.models", True, ("torchvision.models.feature_extraction", "torchvision.models.quantization")))
 OPTIONAL_MODULE_SOURCES = (("timm.models", True, ()), ("timm.layers", True, ()))
 # Old homes of allowlisted modules: a zoo model's pruned.pt from before the layer folders names catalyst_deploy.zoo.

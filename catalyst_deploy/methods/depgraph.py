@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from catalyst_deploy.methods.base import ParamOverride, PruningMethod
+from catalyst_deploy.surgery.shuffle_modules import ChannelShuffle, custom_pruners, opaque_shuffles
 
 DEFAULT_REG = 5e-4  # torch-pruning's reproduce/main.py default for its sparsity learning (--reg)
 ITERATIVE_STEPS = 400  # the same scripts' progressive pruning granularity (--iterative-steps)
@@ -93,7 +94,9 @@ class DepGraphPruner(PruningMethod):
         kept = {self.graph.root_name(g) for g in range(len(self.graph.sizes))}
         example = self.graph.example.detach().to(next(model.parameters()).device)
         roots = (tp.ops.TORCH_CONV, tp.ops.TORCH_LINEAR)
-        dg = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+        customized = custom_pruners(model)  # ShuffleNet's shuffle as one layer (surgery/shuffle_modules.py)
+        with opaque_shuffles():
+            dg = tp.DependencyGraph().build_dependency(model, example_inputs=example, customized_pruners=customized)
         # every layer whose outputs a left-whole group cuts (a transformer's embedding width can be rooted at any),
         # and the qkv rows of attention heads: torch-pruning would cut them one row at a time
         ignored = [dep.target.module for g in dg.get_all_groups(root_module_types=roots)
@@ -101,8 +104,10 @@ class DepGraphPruner(PruningMethod):
                    if dg.is_out_channel_pruning_fn(dep.handler) and isinstance(dep.target.module, nn.Module)]
         ignored += [model.get_submodule(self.graph.heads(g).qkv) for g in range(len(self.graph.sizes))
                     if self.graph.heads(g) is not None]
-        return tp.pruner.GroupNormPruner(
-            model, example, importance=tp.importance.GroupMagnitudeImportance(p=2, normalizer="max"),
-            reg=self.reg, global_pruning=True, iterative_steps=self.iterative_steps, pruning_ratio=1.0,
-            max_pruning_ratio=self.budget.max_ratio, round_to=self.budget.round_to, ignored_layers=ignored,
-            root_module_types=roots)
+        ignored += [m for m in model.modules() if isinstance(m, ChannelShuffle)]
+        with opaque_shuffles():
+            return tp.pruner.GroupNormPruner(
+                model, example, importance=tp.importance.GroupMagnitudeImportance(p=2, normalizer="max"),
+                reg=self.reg, global_pruning=True, iterative_steps=self.iterative_steps, pruning_ratio=1.0,
+                max_pruning_ratio=self.budget.max_ratio, round_to=self.budget.round_to, ignored_layers=ignored,
+                root_module_types=roots, customized_pruners=customized)

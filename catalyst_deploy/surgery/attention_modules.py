@@ -199,14 +199,16 @@ def _computes(model: nn.Module, example: torch.Tensor, reference: list) -> bool:
         return False
 
 
-STAND_INS = ("PackedSelfAttention", "WindowSelfAttention")  # what a plan's `convert` may name
+STAND_INS = ("PackedSelfAttention", "WindowSelfAttention", "ShuffleBlock")  # what a plan's `convert` may name
 
 
 def convert_named(model: nn.Module, converted: dict[str, str]) -> None:
     """Repeat a recorded conversion on a freshly built model (plan.json's `convert`); modules already
     converted are left as they are."""
+    from catalyst_deploy.surgery.shuffle_modules import ShuffleBlock
+
     makers = {"PackedSelfAttention": PackedSelfAttention.from_multihead_attention,
-              "WindowSelfAttention": WindowSelfAttention.from_torchvision}
+              "WindowSelfAttention": WindowSelfAttention.from_torchvision, "ShuffleBlock": ShuffleBlock}
     assert set(makers) == set(STAND_INS)
     from catalyst_deploy.errors import UsageError
 

@@ -68,9 +68,11 @@ class ChannelGraph:
                  prune_embedding: bool = False):
         from catalyst_deploy.surgery.attention import find_attention
         from catalyst_deploy.surgery.attention_modules import convert_attention
+        from catalyst_deploy.surgery.shuffle_modules import convert_shuffles
         from catalyst_deploy.surgery.groups import find_groups, groups_that_break
 
         self.converted, kept_whole = convert_attention(model, example)
+        self.converted.update(convert_shuffles(model))
         self.model, self.example = model, example
         self.names = {m: n for n, m in model.named_modules()}
         ignored = self._resolve_ignored(ignore)  # fills left_alone with the output layer and --ignore

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from catalyst_deploy.surgery.plan import apply_plan
+from catalyst_deploy.surgery.shuffle_modules import ChannelShuffle, custom_pruners, opaque_shuffles
 
 EMBEDDING = "embedding"  # the unit marker of an embedding-width group
 
@@ -92,6 +93,8 @@ def unprunable_reason(group, cuttable_params: set) -> str | None:
         if isinstance(m, nn.Parameter) or not isinstance(m, nn.Module):
             return ("the embedding width (coupled to a bare parameter: a class token, position embedding or layer "
                     "scale): left whole unless --prune-embedding")
+        if isinstance(m, ChannelShuffle):
+            return "crosses a ShuffleNet channel shuffle (it interleaves two branches' channels): left whole"
         if isinstance(m, nn.modules.conv._ConvNd) and 1 < m.groups < m.in_channels:
             return "a grouped (not depthwise) convolution: channel counts must stay divisible by its groups"
     return None
@@ -133,7 +136,9 @@ def build_dependency_graph(model: nn.Module, example: torch.Tensor):
         model.eval()
         with warnings.catch_warnings():  # torch-pruning's note on bare parameters: left_alone says what matters
             warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
-            return tp.DependencyGraph().build_dependency(model, example_inputs=example)
+            with opaque_shuffles():  # ShuffleNet's shuffle as one layer (surgery/shuffle_modules.py)
+                return tp.DependencyGraph().build_dependency(model, example_inputs=example,
+                                                             customized_pruners=custom_pruners(model))
     finally:
         model.train(was_training)
         for p in frozen:
