@@ -20,7 +20,7 @@ def zoo_section(records: dict[str, dict], meta: dict, specs: list[str] | None = 
              "limit 1e-4), and ONNX Runtime CPU times them interleaved at **batch 1 only** (p50, at least "
              f"{meta['settings']['min_time_s']} s and 10 runs each, one thread): the whole table is ~100 models "
              "on a shared 2-core machine. Latency ratios under other engineers' load are noisy.", ""]
-    lines += _summary(records, specs) + [""] + _five(records) + [""] + _table(records)
+    lines += _summary(records, specs) + _findings(records) + [""] + _five(records) + [""] + _table(records)
     return "\n".join(lines)
 
 
@@ -40,6 +40,26 @@ def _summary(records: dict[str, dict], specs: list[str] | None) -> list[str]:
     for reason, count in reasons.most_common():
         out.append(f"- failed, {count}x: {reason}")
     return out
+
+
+# What a failure was found to be, where it was looked into (each measured as written).
+FINDINGS = {
+    "timm:efficientnetv2_rw_s": "the dense model at random initialisation outputs up to 3.4e3 (its BatchNorms' "
+    "running statistics are the defaults, so nothing normalises); the ONNX exports then differ from PyTorch by "
+    "318 (dynamo) and 8.3 (TorchScript), beyond the relative 1e-4. With the BatchNorm statistics set by three "
+    "forward passes in train mode on random inputs, as any trained model has them, the outputs stay below 0.3 and "
+    "the export matches to 1.3e-7: the failure is the random model's conditioning, not the cut or the exporter.",
+    "torchvision:vit_h_14": "its weights (632M parameters) exceed what one ONNX file holds (2 GiB); the exporter "
+    "writes no external data, and check and prune refuse it before any work with that reason.",
+    "torchvision:regnet_y_128gf": "its weights (645M parameters) exceed what one ONNX file holds (2 GiB); the "
+    "exporter writes no external data, and check and prune refuse it before any work with that reason.",
+}
+
+
+def _findings(records: dict[str, dict]) -> list[str]:
+    found = [f"- `{model}`: {text}" for model, text in FINDINGS.items()
+             if model in records and records[model]["status"] != "ok"]
+    return ["", "### The failures, looked into", "", *found] if found else []
 
 
 def _reason_kind(reason: str | None) -> str:
