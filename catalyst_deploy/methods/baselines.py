@@ -9,6 +9,7 @@ the dense model without a penalty during the regularized phase, so every method 
 from __future__ import annotations
 
 from catalyst_deploy.methods.base import PruningMethod
+from catalyst_deploy.methods.tp_pruner import group_norm_pruner
 
 DEFAULT_REG_STRENGTH = 1e-4  # torch-pruning's default for both regularizers
 
@@ -91,10 +92,7 @@ class GroupLasso(_ImportanceRanking):
         self.pruner = self._pruner(graph)
 
     def _pruner(self, graph):
-        import torch_pruning as tp
-
-        return tp.pruner.GroupNormPruner(graph.model, graph.example, importance=self._importance(), reg=self.reg,
-                                         ignored_layers=_head(graph))
+        return group_norm_pruner(graph, graph.model, importance=self._importance(), reg=self.reg)
 
     def _importance(self):
         import torch_pruning as tp
@@ -121,18 +119,9 @@ class NetworkSlimming(GroupLasso):
                 "--method (catalyst, l1, group-lasso, taylor, random)")
 
     def _pruner(self, graph):
-        import torch_pruning as tp
-
-        return tp.pruner.BNScalePruner(graph.model, graph.example, importance=self._importance(), reg=self.reg,
-                                       ignored_layers=_head(graph))
+        return group_norm_pruner(graph, graph.model, "BNScalePruner", importance=self._importance(), reg=self.reg)
 
     def _importance(self):
         import torch_pruning as tp
 
         return tp.importance.BNScaleImportance()
-
-
-def _head(graph) -> list:
-    from catalyst_deploy.surgery.graph import output_layer
-
-    return [output_layer(graph.model, graph.example)]

@@ -12,6 +12,9 @@
 - **Attention heads** are ranked by the same importance (a head's mean) after every channel the progressive
   pruning removed: torch-pruning 1.6's global head pruning fails at a step that removes no head (its head
   threshold is then unset), so its pruner leaves the qkv projections to the shared cut.
+- **Groups through grouped convolutions** (ResNeXt, RegNet) likewise (torch-pruning 1.6's regularizer fails
+  on them; methods/tp_pruner.py): neither its penalty nor its progressive removal, ranked by the same
+  importance after the channels it removed.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import torch
 from torch import nn
 
 from catalyst_deploy.methods.base import ParamOverride, PruningMethod
-from catalyst_deploy.surgery.shuffle_modules import ChannelShuffle, custom_pruners, opaque_shuffles
+from catalyst_deploy.methods.tp_pruner import group_norm_pruner
 
 DEFAULT_REG = 5e-4  # torch-pruning's reproduce/main.py default for its sparsity learning (--reg)
 ITERATIVE_STEPS = 400  # the same scripts' progressive pruning granularity (--iterative-steps)
@@ -85,29 +88,11 @@ class DepGraphPruner(PruningMethod):
             return self.graph.importance(self.pruner.importance)
 
     def _pruner(self, model: nn.Module):
-        """A GroupNormPruner on `model` (the live model or a copy) over the same channel groups as the channel
-        graph: global, progressive, with the run's --round-to and per-layer limit; every group the graph
-        leaves whole (the head, --ignore, groups it cannot cut safely) is ignored."""
+        """A GroupNormPruner on `model` (the live model or a copy) over the groups the channel graph cuts
+        (methods/tp_pruner.py): global, progressive, with the run's --round-to and per-layer limit."""
         import torch_pruning as tp
 
-        names = {m: n for n, m in model.named_modules()}
-        kept = {self.graph.root_name(g) for g in range(len(self.graph.sizes))}
-        example = self.graph.example.detach().to(next(model.parameters()).device)
-        roots = (tp.ops.TORCH_CONV, tp.ops.TORCH_LINEAR)
-        customized = custom_pruners(model)  # ShuffleNet's shuffle as one layer (surgery/shuffle_modules.py)
-        with opaque_shuffles():
-            dg = tp.DependencyGraph().build_dependency(model, example_inputs=example, customized_pruners=customized)
-        # every layer whose outputs a left-whole group cuts (a transformer's embedding width can be rooted at any),
-        # and the qkv rows of attention heads: torch-pruning would cut them one row at a time
-        ignored = [dep.target.module for g in dg.get_all_groups(root_module_types=roots)
-                   if names.get(g[0].dep.target.module) not in kept for dep, _ in g
-                   if dg.is_out_channel_pruning_fn(dep.handler) and isinstance(dep.target.module, nn.Module)]
-        ignored += [model.get_submodule(self.graph.heads(g).qkv) for g in range(len(self.graph.sizes))
-                    if self.graph.heads(g) is not None]
-        ignored += [m for m in model.modules() if isinstance(m, ChannelShuffle)]
-        with opaque_shuffles():
-            return tp.pruner.GroupNormPruner(
-                model, example, importance=tp.importance.GroupMagnitudeImportance(p=2, normalizer="max"),
-                reg=self.reg, global_pruning=True, iterative_steps=self.iterative_steps, pruning_ratio=1.0,
-                max_pruning_ratio=self.budget.max_ratio, round_to=self.budget.round_to, ignored_layers=ignored,
-                root_module_types=roots, customized_pruners=customized)
+        return group_norm_pruner(
+            self.graph, model, importance=tp.importance.GroupMagnitudeImportance(p=2, normalizer="max"),
+            reg=self.reg, global_pruning=True, iterative_steps=self.iterative_steps, pruning_ratio=1.0,
+            max_pruning_ratio=self.budget.max_ratio, round_to=self.budget.round_to)

@@ -29,6 +29,7 @@ from catalyst_deploy.errors import CatalystDeployError, UsageError, did_you_mean
 from catalyst_deploy.surgery.macs import count_macs
 from catalyst_deploy.surgery.groups import build_dependency_graph, head_cut, param_cuts, shape_only_copy
 from catalyst_deploy.surgery.hooks import eval_forward_with_hooks
+from catalyst_deploy.surgery.units import group_size, is_heads, positions_of, unit_kind, unit_positions, unit_width
 from catalyst_deploy.surgery.plan import apply_plan, layer_pruner, make_plan
 
 
@@ -99,16 +100,15 @@ class ChannelGraph:
 
     def kind(self, g: int) -> str:
         """'heads' (an attention module's heads), 'embedding' (a transformer's embedding width) or 'channels'."""
-        return "heads" if self.heads(g) is not None else self.units[g] or "channels"
+        return unit_kind(self.units[g])
 
     def heads(self, g: int):
         """The `attention.AttentionHeads` of a head group, None for the other groups."""
-        return None if self.units[g] is None or isinstance(self.units[g], str) else self.units[g]
+        return self.units[g] if is_heads(self.units[g]) else None
 
     def unit_of_position(self, g: int) -> torch.Tensor:
         """The channel (within group `g`) of each of the group root's positions (a head for each qkv row)."""
-        heads = self.heads(g)
-        return heads.head_of_qkv_row() if heads is not None else torch.arange(self.sizes[g])
+        return unit_positions(self.units[g], self.sizes[g])
 
     def importance(self, imp) -> torch.Tensor:
         """A torch-pruning importance (`imp(group)` -> one score per root position) as one score per global
@@ -186,7 +186,8 @@ class ChannelGraph:
                 attention.update(head_cut(self.heads(g), idxs, removed))
                 continue
             root = group[0].dep
-            for item in self.dg.get_pruning_group(root.target.module, root.handler, idxs):
+            for item in self.dg.get_pruning_group(root.target.module, root.handler,
+                                                  positions_of(self.units[g], self.sizes[g], idxs)):
                 module = item.dep.target.module
                 if isinstance(module, nn.Parameter):  # an embedding's class token, position embedding...
                     params.setdefault(self.dg._param_to_name[module], set()).update(int(i) for i in item.idxs)
@@ -234,9 +235,8 @@ class ChannelGraph:
 
     def _set_groups(self, groups: list, units: list) -> None:
         self.groups, self.units = groups, units
-        heads = [None if u is None or isinstance(u, str) else u for u in units]
-        self.sizes = [h.num_heads if h is not None else len(g[0].idxs) for g, h in zip(groups, heads)]
-        self.unit_widths = [h.head_dim if h is not None else 1 for h in heads]
+        self.sizes = [group_size(g, u) for g, u in zip(groups, units)]
+        self.unit_widths = [unit_width(u) for u in units]
         self.offsets = [0]
         for size in self.sizes:
             self.offsets.append(self.offsets[-1] + size)
@@ -280,6 +280,8 @@ def consumer_columns(graph: ChannelGraph, channels=None) -> list[tuple]:
             module = item.dep.target.module
             if graph.dg.is_out_channel_pruning_fn(item.dep.handler) or not isinstance(module, (nn.Conv2d, nn.Linear)):
                 continue
+            if isinstance(module, nn.Conv2d) and module.groups > 1:
+                continue  # a grouped conv's input column is one block's column: not one per channel (units.py)
             unit = graph.unit_of_position(g)
             for pos, root in zip(item.idxs, item.root_idxs):
                 if channels is None or graph.offsets[g] + int(unit[int(root)]) in channels:

@@ -11,6 +11,7 @@ from torch import nn
 
 from catalyst_deploy.surgery.plan import apply_plan
 from catalyst_deploy.surgery.shuffle_modules import ChannelShuffle, custom_pruners, opaque_shuffles
+from catalyst_deploy.surgery.units import interleaved_unit
 
 EMBEDDING = "embedding"  # the unit marker of an embedding-width group
 
@@ -19,7 +20,7 @@ def find_groups(graph, ignored: list[nn.Module], heads: list, prune_embedding: b
     """torch-pruning's channel groups that are safe to cut, then one head group per attention module (its
     qkv, proj and per-head layers are kept out of the channel groups). Returns (groups, units): a unit is
     EMBEDDING for an embedding-width group (only with `prune_embedding`), the AttentionHeads of a head
-    group, else None."""
+    group, `units.Interleaved` for a group through grouped convolutions, else None."""
     import torch_pruning as tp
 
     attention_layers = [m for name in graph.left_alone if name in dict(graph.model.named_modules())
@@ -31,12 +32,14 @@ def find_groups(graph, ignored: list[nn.Module], heads: list, prune_embedding: b
     cuttable_params = {p for p, _dim in graph.dg.unwrapped_parameters}
     for group in graph.dg.get_all_groups(ignored_layers=ignored + attention_layers, root_module_types=roots):
         reason = unprunable_reason(group, cuttable_params if prune_embedding else set())
-        embedding = is_embedding(group)
+        embedding, unit = is_embedding(group), interleaved_unit(group)  # unit: grouped convs (surgery/units.py)
+        if reason is None and isinstance(unit, str):
+            reason = unit
         if reason is None and embedding and not prune_embedding:
             reason = (f"the embedding width ({embedding}): left whole unless --prune-embedding")
         if reason is None:
             groups.append(group)
-            units.append(EMBEDDING if embedding else None)
+            units.append(EMBEDDING if embedding else unit)
         else:
             graph.left_alone.setdefault(graph.names.get(group[0].dep.target.module, "?"), reason)
     head_groups = [graph.dg.get_pruning_group(h.module.qkv, tp.prune_linear_out_channels,
@@ -95,8 +98,6 @@ def unprunable_reason(group, cuttable_params: set) -> str | None:
                     "scale): left whole unless --prune-embedding")
         if isinstance(m, ChannelShuffle):
             return "crosses a ShuffleNet channel shuffle (it interleaves two branches' channels): left whole"
-        if isinstance(m, nn.modules.conv._ConvNd) and 1 < m.groups < m.in_channels:
-            return "a grouped (not depthwise) convolution: channel counts must stay divisible by its groups"
     return None
 
 
