@@ -36,14 +36,14 @@ VARIANTS = {
 
 
 def run(args, name: str, target: float) -> dict:
-    from compare import DATA
+    from compare import DATA, MODELS
+    from compare_dense import dense_models
     from compare_runs import run_cached
-    from long_budget import dense_name
 
     change, _ = VARIANTS[name]
     setting = {"catalyst": {**BASE, **change}}
-    dense = SimpleNamespace(path=args.cache / dense_name(args.cache, 0))
-    cfg = SimpleNamespace(latency_aware=False, quick=False, data=DATA, cache=args.cache, threads=1)
+    cfg = SimpleNamespace(latency_aware=False, quick=False, data=DATA, cache=args.cache, threads=1, seeds=[0])
+    dense = dense_models(cfg, MODELS["narrow"])[0]  # cached: the same file compare.py's long budget starts from
     return run_cached(cfg, "catalyst", setting, "8+4", target, 0, dense, cached_only=args.report)
 
 
