@@ -49,10 +49,12 @@ FINDINGS = {
     "318 (dynamo) and 8.3 (TorchScript), beyond the relative 1e-4. With the BatchNorm statistics set by three "
     "forward passes in train mode on random inputs, as any trained model has them, the outputs stay below 0.3 and "
     "the export matches to 1.3e-7: the failure is the random model's conditioning, not the cut or the exporter.",
-    "torchvision:vit_h_14": "its weights (632M parameters) exceed what one ONNX file holds (2 GiB); the exporter "
-    "writes no external data, and check and prune refuse it before any work with that reason.",
-    "torchvision:regnet_y_128gf": "its weights (645M parameters) exceed what one ONNX file holds (2 GiB); the "
-    "exporter writes no external data, and check and prune refuse it before any work with that reason.",
+    "torchvision:vit_h_14": "its weights (2.35 GiB) exceed what one ONNX file holds (2 GiB) and the exporter "
+    "writes no external data: `check --bench` (what this table runs) and `prune --export onnx` refuse it before "
+    "any work, with that reason.",
+    "torchvision:regnet_y_128gf": "its weights (2.40 GiB) exceed what one ONNX file holds (2 GiB) and the exporter "
+    "writes no external data: `check --bench` (what this table runs) and `prune --export onnx` refuse it before "
+    "any work, with that reason.",
 }
 
 
