@@ -78,7 +78,8 @@ def table(cache: Path) -> tuple[list[str], dict]:
     for target in TARGETS:
         lines += ["", f"### {BUDGET} epochs, target {target:g} of the MACs (test accuracy %, each seed its own dense model)",
                   "", "| method | seeds | after its phase (damage) | forced set zeroed | final per seed | final mean ± std | "
-                  "MACs | Catalyst: forced to zero / margin log10 |", "|---|---|---|---|---|---|---|---|"]
+                  "MACs | rank corr. with ablation | Catalyst: forced to zero / margin log10 |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for method in METHODS:
             recs = [r for s in SEEDS if (r := record(cache, method, target, s)) is not None]
             if not recs:
@@ -92,7 +93,8 @@ def table(cache: Path) -> tuple[list[str], dict]:
                               else f"{c['forced_to_zero']} / -" for c in cat) or "-"
             lines.append(f"| {method} | {', '.join(str(r['seed']) for r in recs)} | {phase} | {mean_std(decided)} | "
                          f"{' / '.join(f'{a:.2f}' for a in finals)} | {mean_std(finals)} | "
-                         f"{statistics.mean(r['macs_ratio'] for r in recs):.3f} | {extra} |")
+                         f"{statistics.mean(r['macs_ratio'] for r in recs):.3f} | "
+                         f"{mean_std([r['rank_corr'] for r in recs if r.get('rank_corr') is not None])} | {extra} |")
     return lines, means
 
 
@@ -164,7 +166,10 @@ def main(argv=None) -> int:
                       "16-32-64 on full Fashion-MNIST (5,000 training images held out for validation), settings "
                       "chosen on the validation split at 1+1 (compare.py's selection); every method the same "
                       "optimizer steps. 'After its phase' is the accuracy at the end of the regularized phase (a "
-                      "one-shot method's fine-tuning before its cut): the damage while deciding.", *rows, *goals(means),
+                      "one-shot method's fine-tuning before its cut): the damage while deciding. 'Rank corr. with ablation': "
+                      "Spearman correlation of the method's prune priority with each channel's single-channel "
+                      "ablation loss on the dense model (negative: it prunes first the channels whose removal "
+                      "costs least).", *rows, *goals(means),
                       "", "Plots: `benchmarks/long_budget.png` (accuracy against MACs, Catalyst's log10 c at the "
                       "decision, kept-set overlap)."])
     publish("long-budget", body, write=not args.no_write)

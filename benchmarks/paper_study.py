@@ -34,6 +34,7 @@ VARIANTS = {
     "p0.5-s1": ({"pressure": 0.5, "strength": 1.0}, "25x the pressure, a quarter of the strength"),
     "no-cost": ({"cost_aware": False}, "every channel's penalty weighed equally (no MACs weights)"),
     "no-cost-p0.5": ({"cost_aware": False, "pressure": 0.5}, "no MACs weights, 25x the pressure"),
+    "plus": ({"bypass": "plus"}, "the forward-pass term with the other sign"),
 }
 
 
