@@ -56,14 +56,15 @@ def section(rows: list[tuple[str, float, dict]]) -> str:
              "model (91.68%), validation split (the selection criterion) and test split. Forced: the freeze came at "
              "the deadline, the prune set filled from the c <= 1 side.", "",
              "| variant | what | target | after phase (test) | forced set zeroed | final val | final test | MACs | "
-             "frozen at step | forced | forced to zero | margin log10 |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "frozen at step | forced | forced to zero | margin log10 | rank corr. with ablation |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, target, r in rows:
         c = r.get("catalyst") or {}
         margin = "-" if c.get("margin_log10") is None else f"{c['margin_log10']:.1f}"
         lines.append(f"| {name} | {VARIANTS[name][1]} | {target:g} | {r['acc_after_reg']:.2f} | "
                      f"{r.get('acc_after_decision') or '-'} | {r['val_final']:.2f} | {r['acc_final']:.2f} | "
                      f"{r['macs_ratio']:.3f} | {c.get('frozen_at')} | {c.get('forced')} | {c.get('forced_to_zero')} | "
-                     f"{margin} |")
+                     f"{margin} | {r.get('rank_corr')} |")
     return "\n".join(lines)
 
 
