@@ -145,9 +145,9 @@ def main(argv=None) -> int:
             for seed in args.seeds:
                 for target in targets_of(args, budget):
                     for method in args.methods:
-                        start = seed if args.dense_seed is None else args.dense_seed
+                        dense_seed = seed if args.dense_seed is None else args.dense_seed
                         run_cached(args, method, setting_for(method, chosen[model], budget), budget, target, seed,
-                                   dense(model)[start])
+                                   dense(model)[dense_seed])
     elif args.stage == "fairness":
         from compare_fairness import run_fairness
 
