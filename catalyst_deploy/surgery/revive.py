@@ -18,24 +18,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from catalyst_deploy.surgery.graph import ChannelGraph
-
-
-def channel_norms(graph: ChannelGraph, slices) -> torch.Tensor:
-    sq = torch.zeros(graph.num_channels)
-    with torch.no_grad():
-        for sl in slices:
-            other = [d for d in range(sl.param.dim()) if d != sl.dim]
-            per_pos = sl.param.detach().float().pow(2)
-            per_pos = per_pos.sum(dim=other) if other else per_pos
-            sq.index_add_(0, sl.chan.cpu(), per_pos[sl.pos].cpu())
-    return sq.sqrt()
+from catalyst_deploy.surgery.graph import ChannelGraph, channel_norms
 
 
 def dead_channels(graph: ChannelGraph) -> torch.Tensor:
     """One bool per global channel: every slice that sets the channel's value (its norm's scale and shift, or
     its producer rows where no norm follows) is exactly zero."""
-    return channel_norms(graph, graph.producer_slices(skip_normalized=True)) == 0
+    return channel_norms(graph.producer_slices(skip_normalized=True), graph.num_channels) == 0
 
 
 def revive_dead_channels(graph: ChannelGraph, dense: nn.Module, keep: torch.Tensor) -> int:
