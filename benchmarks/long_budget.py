@@ -141,7 +141,7 @@ def plot(cache: Path, path: Path) -> None:
     if values:
         ax_hist.hist([max(-12.0, min(12.0, v)) for v in values], bins=48, color="tab:purple")
         ax_hist.axvline(0.0, color="k", lw=0.8)
-    ax_hist.set(title="Catalyst: log10 c at the decision (clipped to ±12)", xlabel="log10 c  (> 0: prune side)",
+    ax_hist.set(title="paper form: log10 c at the decision (every 8+4 run)", xlabel="log10 c, clipped to ±12 (> 0: prune side)",
                 ylabel="channels")
     stability = HERE / "stability.json"
     rows = json.loads(stability.read_text())["records"] if stability.is_file() else []
