@@ -56,3 +56,15 @@ def test_shufflenet_is_cut_inside_its_branches_and_rebuilds_from_the_plan():
     rebuilt.load_state_dict(cut.state_dict())
     with torch.no_grad():
         assert torch.equal(rebuilt(x), cut(x))
+
+
+def test_a_plan_that_converts_the_wrong_module_is_refused():
+    """plan.json is read from a file: a `convert` naming a module that is not the stand-in's source is a usage
+    error in one line, not an AttributeError from inside the stand-in."""
+    import pytest
+
+    from catalyst_deploy.errors import UsageError
+
+    plan = {"format": 2, "layers": {}, "convert": {"conv1": "ShuffleBlock"}}
+    with pytest.raises(UsageError, match=r"plan converts 'conv1' \(Sequential\) to ShuffleBlock, which is made from"):
+        apply_plan(tiny(), plan)

@@ -205,12 +205,17 @@ STAND_INS = ("PackedSelfAttention", "WindowSelfAttention", "ShuffleBlock")  # wh
 def convert_named(model: nn.Module, converted: dict[str, str]) -> None:
     """Repeat a recorded conversion on a freshly built model (plan.json's `convert`); modules already
     converted are left as they are."""
+    from torchvision.models.shufflenetv2 import InvertedResidual
+    from torchvision.models.swin_transformer import ShiftedWindowAttention
+
+    from catalyst_deploy.errors import UsageError
     from catalyst_deploy.surgery.shuffle_modules import ShuffleBlock
 
-    makers = {"PackedSelfAttention": PackedSelfAttention.from_multihead_attention,
-              "WindowSelfAttention": WindowSelfAttention.from_torchvision, "ShuffleBlock": ShuffleBlock}
+    # stand-in: (what it is made from, how); a plan is read from a file, so the source class is checked first
+    makers = {"PackedSelfAttention": (nn.MultiheadAttention, PackedSelfAttention.from_multihead_attention),
+              "WindowSelfAttention": (ShiftedWindowAttention, WindowSelfAttention.from_torchvision),
+              "ShuffleBlock": (InvertedResidual, ShuffleBlock)}
     assert set(makers) == set(STAND_INS)
-    from catalyst_deploy.errors import UsageError
 
     for name, kind in converted.items():
         try:
@@ -219,7 +224,11 @@ def convert_named(model: nn.Module, converted: dict[str, str]) -> None:
             raise UsageError(f"plan converts {name!r}, which this model does not have: wrong architecture?") from None
         if type(module).__name__ == kind:
             continue
-        _replace(model, name, makers[kind](module))
+        source, make = makers[kind]
+        if not isinstance(module, source):
+            raise UsageError(f"plan converts {name!r} ({type(module).__name__}) to {kind}, which is made from a "
+                             f"{source.__name__}: wrong architecture?")
+        _replace(model, name, make(module))
 
 
 def _outputs_and_self_attention(model: nn.Module, example: torch.Tensor) -> tuple[list, set[str]]:
