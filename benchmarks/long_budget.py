@@ -14,6 +14,7 @@ the kept-set overlap across data-order seeds (benchmarks/stability.json).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import statistics
@@ -46,8 +47,7 @@ def record(cache: Path, method: str, target: float, seed: int, dense_seed: int |
     from compare import BUDGET_MODEL, DATA, setting_for
     from compare_runs import run_key
 
-    chosen = json.loads((HERE / "selection.json").read_text())["chosen"]
-    chosen = chosen.get(BUDGET_MODEL[BUDGET], chosen["wide"])
+    chosen = _chosen(BUDGET_MODEL[BUDGET])
     args = SimpleNamespace(latency_aware=False, quick=False, data=DATA)
     dense = SimpleNamespace(path=dense_name(cache, seed if dense_seed is None else dense_seed))
     path = cache / "records" / f"{run_key(args, method, setting_for(method, chosen, BUDGET), BUDGET, target, seed, dense)}.json"
@@ -55,6 +55,13 @@ def record(cache: Path, method: str, target: float, seed: int, dense_seed: int |
         return None
     rec = json.loads(path.read_text())
     return None if rec.get("error") else rec
+
+
+@functools.lru_cache(maxsize=None)
+def _chosen(model: str) -> dict:
+    """selection.json's settings for `model` (the wide model's where it has none), read once."""
+    chosen = json.loads((HERE / "selection.json").read_text())["chosen"]
+    return chosen.get(model, chosen["wide"])
 
 
 def narrow_channels() -> int:
