@@ -35,6 +35,10 @@ VARIANTS = {
     "no-cost": ({"cost_aware": False}, "every channel's penalty weighed equally (no MACs weights)"),
     "no-cost-p0.5": ({"cost_aware": False, "pressure": 0.5}, "no MACs weights, 25x the pressure"),
     "plus": ({"bypass": "plus"}, "the forward-pass term with the other sign"),
+    "plus-center": ({"bypass": "plus", "center": True, "pressure": 0.0},
+                    "plus; log c re-centred on the target at every check, no pressure"),
+    "plus-center-s8": ({"bypass": "plus", "center": True, "pressure": 0.0, "strength": 8.0},
+                       "plus-center with twice the strength"),
 }
 
 

@@ -48,6 +48,9 @@ class CatalystSettings:
     cost_aware: bool = setting(True, "weigh each channel's penalty by the MACs its removal saves")
     freeze_step: float = setting(0.05, "proximal step that drives the frozen prune set to zero", lo=0.0, hi=1.0,
                                  lo_open=True, hi_open=True)
+    center: bool = setting(False, "at every check, scale delta of every undecided channel by one common factor so "
+                                  "that the channels at c > 1 are the target's set (the model is untouched; "
+                                  "docs/method.md)")
 
 
 @dataclass(frozen=True)

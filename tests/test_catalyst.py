@@ -166,3 +166,30 @@ def test_the_margin_is_taken_against_live_kept_channels():
     split = split_record(10, False, mask, log_c, norms, delta)
     assert split["given_back"] == 1 and split["collapsed"] == 2
     assert split["margin"] == pytest.approx(math.log(300) - math.log(2e-4), rel=1e-5)
+
+
+def test_center_puts_the_targets_boundary_at_c_one_and_changes_nothing_else():
+    """`center` scales every undecided delta by one factor: log c moves by one constant (the order the dynamics
+    made is kept), as many channels are at c > 1 as the target takes by descending c, decided
+    channels (F = 0, delta = 0) stay where they are, and neither F nor what the model computes changes."""
+    torch.manual_seed(2)
+    model = small_resnet(in_channels=1, num_classes=10, widths=(8, 16, 16)).eval()
+    x = torch.randn(4, 1, 28, 28)
+    before = model(x)
+    method, budget, _ = started(model, target=0.5, bypass="plus", center=True, pressure=0.0)
+    norm0 = method.F.norms()
+    log_c0 = torch.rand(len(norm0), generator=torch.Generator().manual_seed(3)) + 0.3  # all above 1
+    with torch.no_grad():
+        method.delta.data.copy_(norm0 * log_c0.exp())
+        method.delta.data[1] = 0.0  # decided: kept
+    method.plan.center()
+    log_c = method.log_ratio()
+    live = torch.isfinite(log_c)
+    assert bool(torch.isneginf(log_c[1])) and int(live.sum()) == len(norm0) - 1
+    shift = log_c0[live] - log_c[live]
+    assert float(shift.min()) > 0.3 and float(shift.max() - shift.min()) < 1e-5, "one common shift"
+    chosen = budget.select(log_c.clamp(-1e3, 1e3))
+    assert int((log_c > 0).sum()) == int(chosen.sum()), "as many at c > 1 as the target takes"
+    assert float((chosen & (log_c > 0)).sum() / chosen.sum()) > 0.9, "and mostly the same ones"
+    assert torch.equal(method.F.norms(), norm0) and torch.equal(model.eval()(x), before)
+    assert method.plan.report()["center_shift"] == pytest.approx(float(shift.mean()), rel=1e-4)

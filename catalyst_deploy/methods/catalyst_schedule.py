@@ -45,6 +45,7 @@ class CatalystSchedule:
         self.history: list[list[float]] = []  # [step, eta*lambda, pressure] at every check
         self._decision: tuple[str, dict] | None = None
         self.forced_to_zero = 0
+        self.shift = 0.0  # the sum of the shifts of log c made by `center`
 
     @property
     def frozen(self) -> bool:
@@ -65,7 +66,32 @@ class CatalystSchedule:
         m.pressure(pressure)
         if step % self.settings.check_every == 0 or step >= self.deadline:
             self.history.append([step, lam, pressure])
+            if self.settings.center:
+                self.center()
             self.check(step)
+
+    def center(self) -> None:
+        """Put the target's boundary at c = 1 (setting `center`): as many channels are above it as the target
+        takes by descending c. Every undecided channel's delta is scaled by one common factor, so the order the
+        dynamics made is kept, the model computes the same, and the proximal step, whose fixed point is c = 1,
+        drives the channels above the boundary to F = 0 and the ones below to delta = 0."""
+        m = self.method
+        log_c = m.log_ratio().cpu()
+        try:
+            wanted = int(self.budget.select(log_c.clamp(-1e3, 1e3)).sum())
+        except CatalystDeployError:  # the target is out of reach: the freeze says so
+            return
+        ordered = log_c.sort(descending=True).values
+        if not 0 < wanted < len(ordered):
+            return
+        above, below = float(ordered[wanted - 1]), float(ordered[wanted])
+        if not (math.isfinite(above) and math.isfinite(below)):  # the boundary is among decided channels
+            return
+        shift = 0.5 * (above + below)
+        live = torch.isfinite(log_c).to(m.delta.device)
+        with torch.no_grad():
+            m.delta.data.mul_(torch.where(live, math.exp(-shift), 1.0).to(m.delta.dtype))
+        self.shift += shift
 
     def check(self, step: int) -> None:
         log_c = self.method.log_ratio().cpu()
@@ -125,14 +151,16 @@ class CatalystSchedule:
         log_c = split.pop("log_c", None)
         return {"form": "paper", "split": split, "history": self.history, "log_c_at_freeze": log_c,
                 "lambda_history": [[s, lam] for s, lam, _ in self.history],
-                "phase_steps": getattr(self, "phase_steps", None), "forced_to_zero": self.forced_to_zero}
+                "phase_steps": getattr(self, "phase_steps", None), "forced_to_zero": self.forced_to_zero,
+                "center_shift": self.shift}
 
     def state_dict(self) -> dict:
-        return {"mask": self.mask, "split": self.split, "history": self.history}
+        return {"mask": self.mask, "split": self.split, "history": self.history, "shift": self.shift}
 
     def load_state_dict(self, state: dict) -> None:
         self.history = [list(h) for h in state["history"]]
         self.split = state["split"]
+        self.shift = float(state.get("shift", 0.0))
         if state["mask"] is not None:
             self.mask = state["mask"].clone()
             self.mask_on_device = self.mask.to(self.method.unit.device)
