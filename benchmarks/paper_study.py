@@ -39,6 +39,10 @@ VARIANTS = {
                     "plus; log c re-centred on the target at every check, no pressure"),
     "plus-center-s8": ({"bypass": "plus", "center": True, "pressure": 0.0, "strength": 8.0},
                        "plus-center with twice the strength"),
+    "plus-center-d0.25": ({"bypass": "plus", "center": True, "pressure": 0.0, "deadline": 0.25},
+                          "plus-center, the freeze at a quarter of the phase (more steps to recovery)"),
+    "plus-center-d0.25-no-cost": ({"bypass": "plus", "center": True, "pressure": 0.0, "deadline": 0.25,
+                                   "cost_aware": False}, "plus-center-d0.25 without the MACs weights"),
 }
 
 
