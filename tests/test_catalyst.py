@@ -193,3 +193,20 @@ def test_center_puts_the_targets_boundary_at_c_one_and_changes_nothing_else():
     assert float((chosen & (log_c > 0)).sum() / chosen.sum()) > 0.9, "and mostly the same ones"
     assert torch.equal(method.F.norms(), norm0) and torch.equal(model.eval()(x), before)
     assert method.plan.report()["center_shift"] == pytest.approx(float(shift.mean()), rel=1e-4)
+
+
+def test_the_gated_forms_margin_is_taken_against_live_kept_channels_too():
+    """The gated form's split record: a gate at s = 0 that the blocks gave back is dead, not a kept channel."""
+    torch.manual_seed(0)
+    method, _, _ = started(small_resnet(in_channels=1, num_classes=10, widths=(8, 16, 16)), method="catalyst-gated")
+    n = len(method.d)
+    with torch.no_grad():
+        method.s.fill_(1.0)
+        method.d.fill_(1.0)
+        method.d[: n // 2] = 100.0  # log c = log 100 on the prune set
+        method.d[n // 2:] = 0.01  # log c = log 0.01 on the live kept channels
+        method.s[n - 1] = 0.0  # collapsed, given back: log c = +inf
+    mask = torch.arange(n) < n // 2
+    split = method.controller._split(0, False, mask)
+    assert split.given_back == 1 and split.collapsed == 1
+    assert split.margin == pytest.approx(math.log(100) - math.log(0.01), rel=1e-4)

@@ -172,12 +172,17 @@ def split_record(step: int, forced: bool, mask: torch.Tensor, log_c: torch.Tenso
     same keys as the gated form's split: `collapsed` is F = 0 here, `kept` delta = 0)."""
     shown = log_c.clamp(-50.0, 50.0)
     collapsed, kept = norms == 0, (delta == 0) & (norms > 0)
-    # the margin between the prune set and the live channels kept: a channel at F = 0 that the --round-to blocks
-    # gave back is dead whatever the decision (log c = +inf), and would read as a margin of about -50
-    live_kept = ~mask & ~collapsed
-    margin = float(shown[mask].min() - shown[live_kept].max()) if mask.any() and live_kept.any() else None
+    margin = live_margin(shown, mask, collapsed)
     return {"step": step, "forced": forced, "collapsed": int(collapsed.sum()), "kept": int(kept.sum()),
             "undecided": int((~(collapsed | kept)).sum()), "margin": margin,
             "decided_share": float((shown.abs() >= math.log(10)).float().mean()),
             "filled": int((mask & (log_c <= 0)).sum()), "given_back": int((~mask & collapsed).sum()),
             "prune_set_at_zero": int((mask & collapsed).sum()), "log_c": shown.tolist()}
+
+
+def live_margin(log_c: torch.Tensor, mask: torch.Tensor, collapsed: torch.Tensor) -> float | None:
+    """min log c over the prune set - max log c over the live channels kept (both forms). A collapsed channel
+    (F = 0, or the gated form's s = 0) that the --round-to blocks gave back is dead whatever the decision, and
+    its clamped log c = +50 would make every such margin read about -50 (it counts in `given_back` instead)."""
+    live_kept = ~mask & ~collapsed
+    return float(log_c[mask].min() - log_c[live_kept].max()) if mask.any() and live_kept.any() else None

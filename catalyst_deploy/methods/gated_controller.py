@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from catalyst_deploy.methods.catalyst_schedule import live_margin
+
 if TYPE_CHECKING:
     from catalyst_deploy.methods.catalyst_gated import GatedCatalyst
     from catalyst_deploy.surgery.allocation import Budget
@@ -38,7 +40,7 @@ class Split:
     collapsed: int
     kept: int
     undecided: int
-    margin: float | None  # min log c over the prune set - max log c over the kept channels
+    margin: float | None  # min log c over the prune set - max log c over the live channels kept
     decided_share: float  # channels with c <= 0.1 or c >= 10
     filled: int  # channels the margin fill added to the collapsed set
     given_back: int  # collapsed channels the margin trim kept
@@ -100,9 +102,7 @@ class GatedController:
     def _split(self, step: int, forced: bool, mask: torch.Tensor) -> Split:
         log_c = self.method.log_ratio().cpu().clamp(-50.0, 50.0)  # +-50: s = 0 / d = 0
         collapsed, kept = (self.method.s.detach() == 0).cpu(), (self.method.d == 0).cpu()
-        margin = None
-        if mask.any() and (~mask).any():
-            margin = float(log_c[mask].min() - log_c[~mask].max())
+        margin = live_margin(log_c, mask, collapsed)
         decided = float(((log_c.abs() >= torch.log(torch.tensor(10.0)))).float().mean())
         return Split(step, forced, int(collapsed.sum()), int(kept.sum()), int((~(collapsed | kept)).sum()),
                      margin, decided, int((mask & ~collapsed).sum()), int((collapsed & ~mask).sum()),
