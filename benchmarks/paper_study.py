@@ -43,6 +43,11 @@ VARIANTS = {
                           "plus-center, the freeze at a quarter of the phase (more steps to recovery)"),
     "plus-center-d0.25-no-cost": ({"bypass": "plus", "center": True, "pressure": 0.0, "deadline": 0.25,
                                    "cost_aware": False}, "plus-center-d0.25 without the MACs weights"),
+    "plus-center-group-d0.25": ({"bypass": "plus", "center": True, "center_groups": True, "pressure": 0.0,
+                                 "deadline": 0.25}, "plus-center-d0.25, each group's log c centred first"),
+    "plus-center-group-d0.25-no-cost": ({"bypass": "plus", "center": True, "center_groups": True, "pressure": 0.0,
+                                         "deadline": 0.25, "cost_aware": False},
+                                        "plus-center-group-d0.25 without the MACs weights"),
 }
 
 

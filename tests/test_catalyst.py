@@ -195,6 +195,37 @@ def test_center_puts_the_targets_boundary_at_c_one_and_changes_nothing_else():
     assert method.plan.report()["center_shift"] == pytest.approx(float(shift.mean()), rel=1e-4)
 
 
+def test_center_groups_puts_each_groups_mean_log_c_at_zero_and_keeps_its_order():
+    """`center_groups` scales each group's undecided delta by one factor of its own: afterwards every group's
+    live channels have mean log c 0 (from groups drawn at different levels), the order inside each group is
+    the one the dynamics made, and the common shift that follows still puts the target's set at c > 1."""
+    torch.manual_seed(2)
+    model = small_resnet(in_channels=1, num_classes=10, widths=(8, 16, 16)).eval()
+    x = torch.randn(4, 1, 28, 28)
+    before = model(x)
+    method, budget, _ = started(model, target=0.5, bypass="plus", center=True, center_groups=True, pressure=0.0)
+    norm0 = method.F.norms()
+    sizes = list(budget.sizes)
+    group = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+    level = torch.linspace(-3.0, 3.0, len(sizes))[group]  # each group drifted as a whole
+    log_c0 = level + torch.rand(len(norm0), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        method.delta.data.copy_(norm0 * log_c0.exp())
+    method.plan.center()
+    log_c = method.log_ratio()
+    for g in range(len(sizes)):
+        inside = group == g
+        gaps = log_c0[inside] - log_c[inside]
+        assert float(gaps.max() - gaps.min()) < 1e-4, f"group {g}: one factor per group, the order kept"
+    means = torch.stack([log_c[group == g].mean() for g in range(len(sizes))])
+    assert float(means.max() - means.min()) < 1e-4, "the groups' means level"
+    chosen = budget.select(log_c.clamp(-1e3, 1e3))
+    assert int((log_c > 0).sum()) == int(chosen.sum())
+    above = torch.stack([(log_c[group == g] > 0).float().mean() for g in range(len(sizes))])
+    assert float(above.min()) > 0.0, "no group is left wholly below the boundary by its level"
+    assert torch.equal(method.F.norms(), norm0) and torch.equal(model.eval()(x), before)
+
+
 def test_the_gated_forms_margin_is_taken_against_live_kept_channels_too():
     """The gated form's split record: a gate at s = 0 that the blocks gave back is dead, not a kept channel."""
     torch.manual_seed(0)

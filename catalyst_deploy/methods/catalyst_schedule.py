@@ -77,6 +77,8 @@ class CatalystSchedule:
         drives the channels above the boundary to F = 0 and the ones below to delta = 0."""
         m = self.method
         log_c = m.log_ratio().cpu()
+        if self.settings.center_groups:
+            log_c = self.center_groups(log_c)
         try:
             wanted = int(self.budget.select(log_c.clamp(-1e3, 1e3)).sum())
         except CatalystDeployError:  # the target is out of reach: the freeze says so
@@ -92,6 +94,20 @@ class CatalystSchedule:
         with torch.no_grad():
             m.delta.data.mul_(torch.where(live, math.exp(-shift), 1.0).to(m.delta.dtype))
         self.shift += shift
+
+    def center_groups(self, log_c: torch.Tensor) -> torch.Tensor:
+        """Scale each group's undecided delta by one factor so that the group's mean log c is 0 (setting
+        `center_groups`); returns the new log c. The order within each group is kept and the model is untouched."""
+        m = self.method
+        live = torch.isfinite(log_c)
+        group = torch.repeat_interleave(torch.arange(len(self.budget.sizes)), torch.tensor(self.budget.sizes))
+        count = torch.zeros(len(self.budget.sizes)).index_add_(0, group, live.float())
+        total = torch.zeros(len(self.budget.sizes)).index_add_(0, group, torch.where(live, log_c, 0.0))
+        mean = torch.where(count > 0, total / count.clamp_min(1), 0.0)[group]
+        shift = torch.where(live, mean, 0.0)
+        with torch.no_grad():
+            m.delta.data.mul_(torch.exp(-shift).to(m.delta.device, m.delta.dtype))
+        return log_c - shift
 
     def check(self, step: int) -> None:
         log_c = self.method.log_ratio().cpu()
