@@ -24,7 +24,7 @@ def run_cached(args, method, setting, budget, target, seed, dense, cached_only: 
     key = run_key(args, method, setting, budget, target, seed, dense)
     path = args.cache / "records" / f"{key}.json"
     if path.is_file():
-        return json.loads(path.read_text())
+        return same_dense(json.loads(path.read_text()), dense, key)
     if cached_only:
         raise SystemExit(f"no cached run {key}: run the stage that makes it first")
     print(f"run {key}", flush=True)
@@ -39,6 +39,26 @@ def run_cached(args, method, setting, budget, target, seed, dense, cached_only: 
     return record
 
 
+def dense_digest(dense) -> str:
+    return hashlib.sha256(Path(dense.path).read_bytes()).hexdigest()[:16]
+
+
+def same_dense(record: dict, dense, key: str) -> dict:
+    """`record`, if it was made from this dense model. The key names the dense model's file, not its weights: a
+    dense model retrained elsewhere (another CPU's round-off over 10 epochs) has the same name and other weights,
+    and a record made from the old one must not be mixed with runs from the new one. Records carry the file's
+    digest; older ones only the dense accuracy they measured."""
+    if "dense_sha256" in record:
+        same, what = record["dense_sha256"] == dense_digest(dense), "weights"
+    else:
+        same, what = record.get("acc_dense") is None or abs(record["acc_dense"] - dense.accuracy) < 0.005, (
+            f"accuracy {record.get('acc_dense')} there, {dense.accuracy} here")
+    if not same:
+        raise SystemExit(f"cached run {key} was made from another {Path(dense.path).name} ({what}): give this dense "
+                         "model a cache of its own (--cache DIR), or restore the dense model those records came from")
+    return record
+
+
 def run_one(args, method, setting, budget, target, seed, dense, key) -> dict:
     from catalyst_deploy import api
     from compare import run_config
@@ -47,7 +67,7 @@ def run_one(args, method, setting, budget, target, seed, dense, key) -> dict:
     cfg = dataclasses.replace(run_config(args, method, setting, budget, target, seed, dense.path),
                               out=args.cache / "runs" / key, overwrite=True)
     base = {"key": key, "method": method, "setting": setting, "budget": budget, "target": target, "seed": seed,
-            "latency_aware": args.latency_aware, "commit": git_commit(),
+            "latency_aware": args.latency_aware, "commit": git_commit(), "dense_sha256": dense_digest(dense),
             "made": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"}
     try:
         report = api.prune(cfg, log=lambda _m: None)
