@@ -51,10 +51,8 @@ class CatalystSettings:
     center: bool = setting(False, "at every check, scale delta of every undecided channel by one common factor so "
                                   "that the channels at c > 1 are the target's set (the model is untouched; "
                                   "docs/method.md)")
-    center_groups: bool = setting(False, "with center: first scale each channel group's undecided delta so that "
-                                         "the group's mean log c is 0, so that no layer is cut for a push that is "
-                                         "weaker in the whole layer (as torch-pruning's rankings divide each "
-                                         "group's scores by their mean)")
+    center_groups: bool = setting(False, "with center: first level each group's undecided delta to mean log c = 0 "
+                                         "(no layer is cut for a push weak in the whole layer; docs/method.md)")
 
 
 @dataclass(frozen=True)
