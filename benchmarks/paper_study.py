@@ -51,6 +51,8 @@ VARIANTS = {
 }
 
 
+TRANSPLANT = " -> transplant"
+
 # study-only budgets (regularized + recovery epochs), registered in this process only: is the split a matter of
 # the schedule's length? (the paper's CIFAR schedule runs about 170 epochs)
 STUDY_BUDGETS = {"24+4": (24.0, 4.0)}
@@ -69,11 +71,29 @@ def run(args, name: str, budget: str, target: float) -> dict:
     return run_cached(cfg, "catalyst", setting, budget, target, 0, dense, cached_only=args.report)
 
 
+def transplant(args, record: dict) -> dict:
+    """`record`'s prune set trained with L1's schedule at its budget (cut at once, every epoch recovers)."""
+    from compare import DATA, MODELS
+    from compare_dense import dense_models
+    from compare_runs import run_cached
+
+    cfg = SimpleNamespace(latency_aware=False, quick=False, data=DATA, cache=args.cache, threads=1, seeds=[0])
+    dense = dense_models(cfg, MODELS["narrow"])[0]
+    import method_study  # its FixedSet: prune exactly another run's set
+    from catalyst_deploy.method_table import METHODS, MethodSpec
+
+    METHODS["transplant"] = MethodSpec("transplant", "another run's prune set", "method_study:FixedSet", False)
+    method_study.FixedSet.chosen = record["pruned"]
+    return run_cached(cfg, "transplant", {"cut": "start", "_set_of": record["key"]}, record["budget"],
+                      record["target"], 0, dense, cached_only=args.report)
+
+
 def section(rows: list[tuple[str, str, float, dict]]) -> str:
+    dense = ", ".join(sorted({f"{r['acc_dense']:.2f}%" for *_, r in rows}))
     lines = ["## The paper's Catalyst at the long budget: its setting (`benchmarks/paper_study.py`)", "",
              f"Machine: {machine_line()} (single-thread lane beside other work). 8+4 epochs (24+4: a study-only longer "
              "phase, same recovery), seed 0's narrow dense "
-             "model (91.68%), validation split (the selection criterion) and test split. Forced: the freeze came at "
+             f"model ({dense}), validation split (the selection criterion) and test split. Forced: the freeze came at "
              "the deadline, the prune set filled from the c <= 1 side.", "",
              "| variant | what | budget | target | after phase (test) | forced set zeroed | final val | final test | MACs | "
              "frozen at step | forced | forced to zero | margin log10 | rank corr. with ablation |",
@@ -81,7 +101,9 @@ def section(rows: list[tuple[str, str, float, dict]]) -> str:
     for name, budget, target, r in rows:
         c = r.get("catalyst") or {}
         margin = "-" if c.get("margin_log10") is None else f"{c['margin_log10']:.1f}"
-        lines.append(f"| {name} | {VARIANTS[name][1]} | {budget} | {target:g} | {r['acc_after_reg']:.2f} | "
+        what = (f"{name[:-len(TRANSPLANT)]}'s prune set, cut at once, every epoch recovers (L1's schedule)"
+                if name.endswith(TRANSPLANT) else VARIANTS[name][1])
+        lines.append(f"| {name} | {what} | {budget} | {target:g} | {r['acc_after_reg']:.2f} | "
                      f"{r.get('acc_after_decision') or '-'} | {r['val_final']:.2f} | {r['acc_final']:.2f} | "
                      f"{r['macs_ratio']:.3f} | {c.get('frozen_at')} | {c.get('forced')} | {c.get('forced_to_zero')} | "
                      f"{margin} | {r.get('rank_corr')} |")
@@ -97,6 +119,9 @@ def main(argv=None) -> int:
     p.add_argument("--targets", type=float, nargs="+", default=[0.3])
     p.add_argument("--budgets", nargs="+", default=["8+4"], choices=["8+4", *STUDY_BUDGETS],
                    help="8+4 (compare.py's long budget) and/or a longer study-only phase")
+    p.add_argument("--transplant", action="store_true",
+                   help="also each variant's prune set trained with L1's schedule (cut at once): the set's quality "
+                        "apart from the cost of the phase that made it")
     p.add_argument("--report", action="store_true", help="the table from cached runs only; writes RESULTS.md")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -105,7 +130,10 @@ def main(argv=None) -> int:
         for target in args.targets:
             for name in args.variants:
                 try:
-                    rows.append((name, budget, target, run(args, name, budget, target)))
+                    record = run(args, name, budget, target)
+                    rows.append((name, budget, target, record))
+                    if args.transplant:
+                        rows.append((name + TRANSPLANT, budget, target, transplant(args, record)))
                 except SystemExit as missing:
                     print(missing, flush=True)
     publish("paper-study", section(rows), write=args.report)
