@@ -5,6 +5,8 @@ cached and shared with compare.py, keyed by the setting).
     python benchmarks/paper_study.py --cache /work/cache                        # every variant, target 0.3
     python benchmarks/paper_study.py --cache /work/cache --variants p0.5 --targets 0.3 0.15
     python benchmarks/paper_study.py --cache /work/cache --report               # the table from the cache only
+    python benchmarks/paper_study.py --cache benchmarks/study_records --report --section paper-study-groups \
+        --variants plus-center-d0.25 plus-center-group-d0.25 --transplant --targets 0.3 0.15   # skips what is missing
 
 The shipped setting (compare.py's selection at 1+1: bypass minus, pressure 0.02, strength 4) freezes at its
 deadline at the long budget with most of the prune set filled from the c <= 1 side (RESULTS.md,
@@ -48,6 +50,10 @@ VARIANTS = {
     "plus-center-group-d0.25-no-cost": ({"bypass": "plus", "center": True, "center_groups": True, "pressure": 0.0,
                                          "deadline": 0.25, "cost_aware": False},
                                         "plus-center-group-d0.25 without the MACs weights"),
+    "plus-center-group-d0.25-no-cost-rewind": ({"bypass": "plus", "center": True, "center_groups": True,
+                                                "pressure": 0.0, "deadline": 0.25, "cost_aware": False, "rewind": True},
+                                               "plus-center-group-d0.25-no-cost, the set cut from the weights the "
+                                               "phase started with"),
 }
 
 
@@ -88,12 +94,12 @@ def transplant(args, record: dict) -> dict:
                       record["target"], 0, dense, cached_only=args.report)
 
 
-def section(rows: list[tuple[str, str, float, dict]]) -> str:
+def section(rows: list[tuple[str, str, float, dict]], cache: Path) -> str:
     dense = ", ".join(sorted({f"{r['acc_dense']:.2f}%" for *_, r in rows}))
     lines = ["## The paper's Catalyst at the long budget: its setting (`benchmarks/paper_study.py`)", "",
              f"Machine: {machine_line()} (single-thread lane beside other work). 8+4 epochs (24+4: a study-only longer "
              "phase, same recovery), seed 0's narrow dense "
-             f"model ({dense}), validation split (the selection criterion) and test split. Forced: the freeze came at "
+             f"model ({dense}; records in `{cache}`), validation split (the selection criterion) and test split. Forced: the freeze came at "
              "the deadline, the prune set filled from the c <= 1 side.", "",
              "| variant | what | budget | target | after phase (test) | forced set zeroed | final val | final test | MACs | "
              "frozen at step | forced | forced to zero | margin log10 | rank corr. with ablation |",
@@ -123,6 +129,8 @@ def main(argv=None) -> int:
                    help="also each variant's prune set trained with L1's schedule (cut at once): the set's quality "
                         "apart from the cost of the phase that made it")
     p.add_argument("--report", action="store_true", help="the table from cached runs only; writes RESULTS.md")
+    p.add_argument("--section", default="paper-study",
+                   help="the RESULTS.md section to write (one per cache: a dense model retrained elsewhere differs)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     rows = []
@@ -136,7 +144,7 @@ def main(argv=None) -> int:
                         rows.append((name + TRANSPLANT, budget, target, transplant(args, record)))
                 except SystemExit as missing:
                     print(missing, flush=True)
-    publish("paper-study", section(rows), write=args.report)
+    publish(args.section, section(rows, args.cache), write=args.report)
     return 0
 
 

@@ -40,19 +40,19 @@ class CatalystSettings:
                                     "it got)", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
     pressure: float = setting(0.02, "sum of the relative decay of F by the deadline (tips undefended channels "
                                     "to c > 1)", lo=0.0)
-    c_hi: float = setting(1e3, "freeze once the channels at c >= c_hi (F about 0) cover the target", lo=1.0,
-                          lo_open=True)
+    c_hi: float = setting(1e3, "freeze once the channels at c >= c_hi (F ~ 0) cover the target", lo=1.0, lo_open=True)
     check_every: int = setting(10, "optimizer steps between two looks at the channels", lo=1)
     deadline: float = setting(0.8, "freeze at the latest after this share of the regularized phase", lo=0.0,
                               hi=1.0, lo_open=True)
     cost_aware: bool = setting(True, "weigh each channel's penalty by the MACs its removal saves")
     freeze_step: float = setting(0.05, "proximal step that drives the frozen prune set to zero", lo=0.0, hi=1.0,
                                  lo_open=True, hi_open=True)
-    center: bool = setting(False, "at every check, scale delta of every undecided channel by one common factor so "
-                                  "that the channels at c > 1 are the target's set (the model is untouched; "
-                                  "docs/method.md)")
+    center: bool = setting(False, "at every check, scale every undecided delta by one factor so that the channels "
+                                  "at c > 1 are the target's set (the model is untouched; docs/method.md)")
     center_groups: bool = setting(False, "with center: first level each group's undecided delta to mean log c = 0 "
                                          "(no layer is cut for a push weak in the whole layer; docs/method.md)")
+    rewind: bool = setting(False, "at a forced freeze, cut the set from the weights the phase started with (the "
+                                  "dynamics pick the set, recovery starts undamaged; docs/method.md)")
 
 
 @dataclass(frozen=True)

@@ -226,6 +226,38 @@ def test_center_groups_puts_each_groups_mean_log_c_at_zero_and_keeps_its_order()
     assert torch.equal(method.F.norms(), norm0) and torch.equal(model.eval()(x), before)
 
 
+def test_rewind_cuts_the_set_from_the_weights_the_phase_started_with(demo_loaders):
+    """Setting `rewind`: at a forced freeze the model gets back every weight and buffer it had when the phase
+    started; only the prune set's F is zeroed. Without it the cut is of the model the phase left."""
+    torch.manual_seed(0)
+    model = small_resnet(in_channels=1, num_classes=10, widths=(8, 16, 16))
+    start = copy.deepcopy(model.state_dict())
+    method, _, _ = started(model, target=0.5, steps=40, bypass="plus", rewind=True, strength=8.0)
+    norm0 = method.F.norms().clone()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    model.train()
+    for step, (x, y) in zip(range(1, 21), demo_loaders[0]):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        method.before_step()
+        optimizer.step()
+        method.after_step(0.05, step)
+    changed = [k for k, v in model.state_dict().items() if k in start and not torch.equal(v, start[k])]
+    assert changed, "the phase moved the weights"
+    decision = method.finish(20)
+    assert method.plan.split["forced"] and method.report()["rewound"]
+    in_f = {id(p) for p in method.F.params}
+    for name, p in model.named_parameters():
+        if id(p) not in in_f:
+            assert torch.equal(p, start[name]), name
+    for name, b in model.named_buffers():
+        if name in start:
+            assert torch.equal(b, start[name]), name
+    norms = method.F.norms()
+    assert torch.equal(norms[~decision.mask], norm0[~decision.mask]), "kept channels: their F as it started"
+    assert decision.mask.any() and bool((norms[decision.mask] == 0).all()), "the prune set: F = 0, a lossless cut"
+
+
 def test_the_gated_forms_margin_is_taken_against_live_kept_channels_too():
     """The gated form's split record: a gate at s = 0 that the blocks gave back is dead, not a kept channel."""
     torch.manual_seed(0)

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from catalyst_deploy.errors import CatalystDeployError
 from catalyst_deploy.methods.base import Decision, ParamOverride, PruningMethod
 
 if TYPE_CHECKING:
@@ -108,6 +109,8 @@ class CatalystRegularizer(PruningMethod):
         self.settings, self.base_lr = settings, base_lr
         self.hooks: list = []
         self.variables: CatalystVariables | None = None
+        self.start_weights: dict | None = None
+        self.rewound = False
 
     @classmethod
     def from_config(cls, cfg) -> CatalystRegularizer:
@@ -121,6 +124,9 @@ class CatalystRegularizer(PruningMethod):
 
         super().start(graph, budget, steps)
         s = self.settings
+        # setting `rewind`: the weights the phase starts from, given back to the model at a forced freeze
+        self.start_weights = ({k: v.detach().clone() for k, v in graph.model.state_dict().items()}
+                              if s.rewind else None)
         self.F = ChannelNorms(graph, s.placement)
         device = self.F.params[0].device
         norm0 = self.F.norms()
@@ -234,22 +240,46 @@ class CatalystRegularizer(PruningMethod):
         take the catalyst out of the model."""
         mask = self.plan.finish(steps_used)
         priority = self.priority()
+        if self.start_weights is not None and self.plan.split["forced"]:
+            self.rewind()
         keep = (~mask).to(self.unit.device).float()
         self.F.scale_(keep)
         self.detach_from_model()
         return Decision(mask, priority)
 
+    def rewind(self) -> None:
+        """Give every weight and buffer of the model the value it had when the phase started (setting `rewind`).
+        A forced freeze cuts channels that are not at F = 0, so the cut is not lossless anyway; this way it
+        is not also a cut of the model the penalty shrank: the dynamics chose the set, the weights are the
+        user's."""
+        current = self.graph.model.state_dict()
+        with torch.no_grad():
+            for name, value in self.start_weights.items():
+                current[name].copy_(value)
+        self.start_weights, self.rewound = None, True
+
     def report(self) -> dict | None:
-        return self.plan.report()
+        found = self.plan.report()
+        if found is not None and self.settings.rewind:
+            found = {**found, "rewound": self.rewound}
+        return found
 
     def state_dict(self) -> dict:
-        return {"delta": self.delta.detach().clone(), "unit": self.unit, "schedule": self.plan.state_dict()}
+        state = {"delta": self.delta.detach().clone(), "unit": self.unit, "schedule": self.plan.state_dict()}
+        if self.start_weights is not None:
+            state["start_weights"] = self.start_weights
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         with torch.no_grad():
             self.delta.data.copy_(state["delta"].to(self.delta.device))
         self.unit = state["unit"].to(self.unit.device)
         self.plan.load_state_dict(state["schedule"])
+        if self.start_weights is not None:
+            if "start_weights" not in state:
+                raise CatalystDeployError("the checkpoint holds no start weights for --catalyst rewind: it was made "
+                                          "without it; resume with the setting the run started with")
+            self.start_weights = {k: v.to(self.start_weights[k].device) for k, v in state["start_weights"].items()}
 
 
 def _producer_outputs(graph: ChannelGraph):
