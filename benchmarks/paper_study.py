@@ -18,6 +18,7 @@ lets the dynamics make the set. Writes the `paper-study` section of RESULTS.md w
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -64,34 +65,37 @@ TRANSPLANT = " -> transplant"
 STUDY_BUDGETS = {"24+4": (24.0, 4.0)}
 
 
-def run(args, name: str, budget: str, target: float) -> dict:
+def context(args):
+    """(run settings, seed 0's narrow dense model): every run of the study starts from that one file."""
     from compare import BUDGETS, DATA, MODELS
     from compare_dense import dense_models
+
+    cfg = SimpleNamespace(latency_aware=False, quick=False, data=DATA, cache=args.cache, threads=1, seeds=[0])
+    BUDGETS.update(STUDY_BUDGETS)
+    return cfg, dense_models(cfg, MODELS["narrow"])[0]  # cached: the file compare.py's long budget starts from
+
+
+def run(args, name: str, budget: str, target: float, seed: int) -> dict:
+    """One variant's run; `seed` > 0: another data order from the same dense model (compare.py --dense-seed 0)."""
     from compare_runs import run_cached
 
     change, _ = VARIANTS[name]
-    setting = {"catalyst": {**BASE, **change}}
-    cfg = SimpleNamespace(latency_aware=False, quick=False, data=DATA, cache=args.cache, threads=1, seeds=[0])
-    dense = dense_models(cfg, MODELS["narrow"])[0]  # cached: the same file compare.py's long budget starts from
-    BUDGETS.update(STUDY_BUDGETS)
-    return run_cached(cfg, "catalyst", setting, budget, target, 0, dense, cached_only=args.report)
+    cfg, dense = context(args)
+    return run_cached(cfg, "catalyst", {"catalyst": {**BASE, **change}}, budget, target, seed, dense,
+                      cached_only=args.report)
 
 
 def transplant(args, record: dict) -> dict:
     """`record`'s prune set trained with L1's schedule at its budget (cut at once, every epoch recovers)."""
-    from compare import DATA, MODELS
-    from compare_dense import dense_models
-    from compare_runs import run_cached
-
-    cfg = SimpleNamespace(latency_aware=False, quick=False, data=DATA, cache=args.cache, threads=1, seeds=[0])
-    dense = dense_models(cfg, MODELS["narrow"])[0]
     import method_study  # its FixedSet: prune exactly another run's set
     from catalyst_deploy.method_table import METHODS, MethodSpec
+    from compare_runs import run_cached
 
+    cfg, dense = context(args)
     METHODS["transplant"] = MethodSpec("transplant", "another run's prune set", "method_study:FixedSet", False)
     method_study.FixedSet.chosen = record["pruned"]
     return run_cached(cfg, "transplant", {"cut": "start", "_set_of": record["key"]}, record["budget"],
-                      record["target"], 0, dense, cached_only=args.report)
+                      record["target"], record["seed"], dense, cached_only=args.report)
 
 
 def section(rows: list[tuple[str, str, float, dict]], cache: Path) -> str:
@@ -101,15 +105,15 @@ def section(rows: list[tuple[str, str, float, dict]], cache: Path) -> str:
              "phase, same recovery), seed 0's narrow dense "
              f"model ({dense}; records in `{cache}`), validation split (the selection criterion) and test split. Forced: the freeze came at "
              "the deadline, the prune set filled from the c <= 1 side.", "",
-             "| variant | what | budget | target | after phase (test) | forced set zeroed | final val | final test | MACs | "
+             "| variant | what | budget | target | seed | after phase (test) | forced set zeroed | final val | final test | MACs | "
              "frozen at step | forced | forced to zero | margin log10 | rank corr. with ablation |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, budget, target, r in rows:
         c = r.get("catalyst") or {}
         margin = "-" if c.get("margin_log10") is None else f"{c['margin_log10']:.1f}"
         what = (f"{name[:-len(TRANSPLANT)]}'s prune set, cut at once, every epoch recovers (L1's schedule)"
                 if name.endswith(TRANSPLANT) else VARIANTS[name][1])
-        lines.append(f"| {name} | {what} | {budget} | {target:g} | {r['acc_after_reg']:.2f} | "
+        lines.append(f"| {name} | {what} | {budget} | {target:g} | {r['seed']} | {r['acc_after_reg']:.2f} | "
                      f"{r.get('acc_after_decision') or '-'} | {r['val_final']:.2f} | {r['acc_final']:.2f} | "
                      f"{r['macs_ratio']:.3f} | {c.get('frozen_at')} | {c.get('forced')} | {c.get('forced_to_zero')} | "
                      f"{margin} | {r.get('rank_corr')} |")
@@ -129,6 +133,8 @@ def main(argv=None) -> int:
                    help="also each variant's prune set trained with L1's schedule (cut at once): the set's quality "
                         "apart from the cost of the phase that made it")
     p.add_argument("--report", action="store_true", help="the table from cached runs only; writes RESULTS.md")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0],
+                   help="data-order seeds, every one from seed 0's dense model (as compare.py final --dense-seed 0)")
     p.add_argument("--section", default="paper-study",
                    help="the RESULTS.md section to write (one per cache: a dense model retrained elsewhere differs)")
     args = p.parse_args(argv)
@@ -136,9 +142,9 @@ def main(argv=None) -> int:
     rows = []
     for budget in args.budgets:
         for target in args.targets:
-            for name in args.variants:
+            for name, seed in itertools.product(args.variants, args.seeds):
                 try:
-                    record = run(args, name, budget, target)
+                    record = run(args, name, budget, target, seed)
                     rows.append((name, budget, target, record))
                     if args.transplant:
                         rows.append((name + TRANSPLANT, budget, target, transplant(args, record)))
