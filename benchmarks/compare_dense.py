@@ -95,7 +95,8 @@ def dense_models(args, widths: tuple[int, ...] = (32, 64, 128)) -> dict[int, Den
                           test_limit=500 if args.quick else None)
     recipe = DenseRecipe(tuple(widths), 1.0 if args.quick else 10.0, 0.1, 0.9, 5e-4, 128, 8 if args.quick else None,
                          2000 if args.quick else None, args.data, val_size=5000)
-    seeds = sorted(set(args.seeds) | {0})
+    dense_seed = getattr(args, "dense_seed", None)  # compare.py final --dense-seed: every seed starts from that one
+    seeds = sorted((set(args.seeds) if dense_seed is None else {dense_seed}) | {0})
     return {seed: cached_dense_model(recipe, seed, make_loaders(splits, 128, seed=seed), torch.device("cpu"),
                                      args.cache) for seed in seeds}
 
