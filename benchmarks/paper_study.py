@@ -117,7 +117,21 @@ def section(rows: list[tuple[str, str, float, dict]], cache: Path) -> str:
                      f"{r.get('acc_after_decision') or '-'} | {r['val_final']:.2f} | {r['acc_final']:.2f} | "
                      f"{r['macs_ratio']:.3f} | {c.get('frozen_at')} | {c.get('forced')} | {c.get('forced_to_zero')} | "
                      f"{margin} | {r.get('rank_corr')} |")
-    return "\n".join(lines)
+    return "\n".join(lines + overlaps(rows))
+
+
+def overlaps(rows: list[tuple[str, str, float, dict]]) -> list[str]:
+    """Kept-set overlap (mean pairwise Jaccard) of each variant run with several data-order seeds."""
+    from long_budget import narrow_channels
+    from stability import overlap
+
+    found = {}
+    for name, budget, target, r in rows:
+        found.setdefault((name, budget, target), []).append(r)
+    lines = [f"- {name}, {budget}, target {target:g}: kept sets of seeds {', '.join(str(r['seed']) for r in rs)} overlap "
+             f"{overlap([r['pruned'] for r in rs], narrow_channels())[0]:.3f} (mean pairwise Jaccard)"
+             for (name, budget, target), rs in found.items() if len(rs) > 1]
+    return ["", *lines] if lines else []
 
 
 def main(argv=None) -> int:

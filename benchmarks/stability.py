@@ -2,6 +2,7 @@
 every method, and for one process against two under torchrun (issue 16, item 5).
 
     python benchmarks/stability.py --cache /work/cache      # from the cached runs; runs nothing
+    python benchmarks/stability.py --cache benchmarks/compare_records benchmarks/study_records   # both dense models
 
 Sources (each made by its own script, which this one only reads):
 - the long budget (8+4 epochs, compare.py's narrow model): the runs of `compare.py final --budgets 8+4
@@ -56,8 +57,8 @@ def long_budget_records(cache: Path, methods: list[str], targets: list[float]) -
         mean, low = overlap([r["pruned"] for r in records], total)
         out.append({"method": method, "budget": "8+4", "target": target, "mean_pairwise_jaccard": round(mean, 4),
                     "min_pairwise_jaccard": round(low, 4), "seeds": list(LONG_SEEDS), "dense_seed": 0,
-                    "final": [r["acc_final"] for r in records], "channels": total,
-                    "source": "compare.py final --budgets 8+4 --dense-seed 0"})
+                    "final": [r["acc_final"] for r in records], "channels": total, "acc_dense": records[0]["acc_dense"],
+                    "source": f"compare.py final --budgets 8+4 --dense-seed 0 (records: {cache})"})
     return out
 
 
@@ -92,25 +93,28 @@ def section(records: list[dict]) -> str:
              "three data-order seeds 0, 1, 2), short_budget.py (the shipped demo model, seeds 4, 5, 6) and "
              "distributed.py (the same seed, one process against two gloo ranks). Jaccard overlap of the kept "
              "channel sets; two random halves overlap about 0.33. Goal (issue 16): at least 0.9 for Catalyst.", "",
-             "| budget | target | method | seeds or processes | mean pairwise Jaccard | min | final accuracy (%) |",
-             "|---|---|---|---|---|---|---|"]
+             "| budget | target | method | seeds or processes | mean pairwise Jaccard | min | final accuracy (%) | dense |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in records:
         who = r.get("comparison") or ", ".join(map(str, r["seeds"]))
         finals = " / ".join(f"{a:.2f}" for a in r["final"])
         low = r.get("min_pairwise_jaccard")
         lines.append(f"| {r['budget']} | {r['target']:g} | {r['method']} | {who} | {r['mean_pairwise_jaccard']:.3f} | "
-                     f"{'-' if low is None else f'{low:.3f}'} | {finals} |")
+                     f"{'-' if low is None else f'{low:.3f}'} | {finals} | {r.get('acc_dense', '-')} |")
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--cache", type=Path, default=HERE / "cache", help="compare.py's cache (records and dense models)")
+    p.add_argument("--cache", type=Path, nargs="+", default=[HERE / "cache"],
+                   help="compare.py's caches (records and dense models); a dense model retrained on another machine "
+                        "has a cache of its own, and each record names its dense model's accuracy")
     p.add_argument("--methods", nargs="+", default=["catalyst", "catalyst-gated", "l1", "taylor", "depgraph", "random"])
     p.add_argument("--targets", type=float, nargs="+", default=[0.3, 0.15])
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args(argv)
-    records = long_budget_records(args.cache, args.methods, args.targets) + short_budget_records() + torchrun_records()
+    records = [r for cache in args.cache for r in long_budget_records(cache, args.methods, args.targets)]
+    records += short_budget_records() + torchrun_records()
     if not args.no_write:
         (HERE / "stability.json").write_text(json.dumps({"commit": git_commit(), "records": records}, indent=1))
     publish("stability", section(records), write=not args.no_write)
