@@ -36,6 +36,10 @@ RUNS = {  # a row of the table: the method and its settings (the defaults unless
     # does the task's gradient reach the catalyst here, and does an earlier freeze (more recovery) help?
     "catalyst, bypass minus": ("catalyst", {"catalyst": {"bypass": "minus"}}),
     "catalyst, cost_aware off, deadline 0.3": ("catalyst", {"catalyst": {"cost_aware": False, "deadline": 0.3}}),
+    # the long budget's best paper-form setting (paper_study.py): does it hold at 24 steps?
+    "catalyst, plus, center groups, no cost, deadline 0.25, rewind": ("catalyst", {"catalyst": {
+        "bypass": "plus", "center": True, "center_groups": True, "pressure": 0.0, "deadline": 0.25,
+        "cost_aware": False, "rewind": True}}),
     "catalyst-gated": ("catalyst-gated", {}),
     "l1": ("l1", {}),
 }
@@ -55,7 +59,8 @@ def one_run(row: str, seed: int) -> dict:
     return {"method": row, "seed": seed, "accuracy": report.accuracy, "macs_ratio": round(report.macs.ratio, 4),
             "pruned": sorted(report.channels["pruned"]), "total": report.channels["total"],
             "forced_to_zero": (report.method or {}).get("forced_to_zero"), "forced_freeze": split.get("forced"),
-            "margin": split.get("margin"), "seconds": round(time.time() - start, 1)}
+            "margin": split.get("margin"), "seconds": round(time.time() - start, 1), "commit": git_commit(),
+            "machine": machine_line().split(", load")[0]}
 
 
 def jaccard_of_kept(a: dict, b: dict) -> float:
@@ -65,12 +70,13 @@ def jaccard_of_kept(a: dict, b: dict) -> float:
 
 
 def section(runs: list[dict], methods: list[str], seeds: list[int]) -> str:
-    lines = [f"Commit {git_commit()}; {machine_line()}. Every run: `catalyst-deploy prune "
+    made = sorted({f"commit {r.get('commit', '?')} on {r.get('machine', '?')}" for r in runs})
+    lines = [f"Runs made at {'; '.join(made)} (the last column says which). Every run: `catalyst-deploy prune "
              "zoo:fashion_small_resnet --data demo --reg-epochs 1 --recover-epochs 1 --steps-per-epoch 30 "
              f"--batch-size 64 --threads 1 --target-flops 0.5 --method M --seed S`, seeds {seeds}; test split of "
              "the demo data. Command: `python benchmarks/short_budget.py`.", "",
              "| method | after its phase | forced set zeroed | right after the cut | final (per seed) | final mean | "
-             "kept-set Jaccard (min / mean) | forced freezes |", "|---|---|---|---|---|---|---|---|"]
+             "kept-set Jaccard (min / mean) | forced freezes | commit |", "|---|---|---|---|---|---|---|---|---|"]
     for method in methods:
         rs = [r for r in runs if r["method"] == method]
         if not rs:
@@ -81,7 +87,8 @@ def section(runs: list[dict], methods: list[str], seeds: list[int]) -> str:
         forced = "-" if rs[0]["forced_freeze"] is None else f"{sum(bool(r['forced_freeze']) for r in rs)} of {len(rs)}"
         mean = sum(r["accuracy"]["final"] for r in rs) / len(rs)
         lines.append(f"| {method} | {acc('after_regularization')} | {acc('after_decision')} | "
-                     f"{acc('after_surgery')} | {acc('final')} | {mean:.2f} | {overlap} | {forced} |")
+                     f"{acc('after_surgery')} | {acc('final')} | {mean:.2f} | {overlap} | {forced} | "
+                     f"{', '.join(sorted({r.get('commit', '?') for r in rs}))} |")
     return "\n".join(lines)
 
 
@@ -97,10 +104,17 @@ def main(argv=None) -> int:
             runs.append(one_run(method, seed))
             r = runs[-1]
             print(f"{method} seed {seed}: final {r['accuracy']['final']:.2f}% ({r['seconds']:.0f} s)", flush=True)
-    if not args.no_write:
-        (HERE / "short_budget.json").write_text(json.dumps({"settings": SETTINGS, "runs": runs}, indent=1))
+    path = HERE / "short_budget.json"
+    if not args.no_write:  # rows and seeds not run this time keep their earlier runs
+        done = {(r["method"], r["seed"]) for r in runs}
+        earlier = json.loads(path.read_text())["runs"] if path.is_file() else []
+        runs = sorted([r for r in earlier if (r["method"], r["seed"]) not in done and r["method"] in RUNS] + runs,
+                      key=lambda r: (list(RUNS).index(r["method"]), r["seed"]))
+        path.write_text(json.dumps({"settings": SETTINGS, "runs": runs}, indent=1))
+    methods = list(dict.fromkeys(r["method"] for r in runs))
+    seeds = sorted({r["seed"] for r in runs})
     publish(SECTION, f"## Short budget: decisions across seeds (`benchmarks/short_budget.py`)\n\n"
-            + section(runs, args.methods, args.seeds), write=not args.no_write)
+            + section(runs, methods, seeds), write=not args.no_write)
     return 0
 
 
