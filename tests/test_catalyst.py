@@ -258,6 +258,30 @@ def test_rewind_cuts_the_set_from_the_weights_the_phase_started_with(demo_loader
     assert decision.mask.any() and bool((norms[decision.mask] == 0).all()), "the prune set: F = 0, a lossless cut"
 
 
+def test_a_resumed_run_rewinds_to_the_weights_the_interrupted_one_started_with():
+    """A checkpoint carries the start weights of `rewind` (a resumed run starts from trained weights, which are
+    not the ones to give back); one made without them is refused with a message."""
+    from catalyst_deploy.errors import CatalystDeployError
+
+    torch.manual_seed(0)
+    model = small_resnet(in_channels=1, num_classes=10, widths=(8, 16, 16))
+    start = copy.deepcopy(model.state_dict())
+    first, _, _ = started(model, steps=40, bypass="plus", rewind=True)
+    state = first.state_dict()
+    first.detach_from_model()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.5)  # the weights the interrupted run had trained to
+    resumed, _, _ = started(model, steps=40, bypass="plus", rewind=True)
+    resumed.load_state_dict(state)
+    resumed.finish(0)
+    for name, value in model.state_dict().items():  # the start weights, but for the prune set's zeros
+        assert torch.equal(torch.where(value != 0, value, start[name]), start[name]), name
+    with pytest.raises(CatalystDeployError, match="start weights"):
+        started(model, steps=40, bypass="plus", rewind=True)[0].load_state_dict(
+            {k: v for k, v in state.items() if k != "start_weights"})
+
+
 def test_the_gated_forms_margin_is_taken_against_live_kept_channels_too():
     """The gated form's split record: a gate at s = 0 that the blocks gave back is dead, not a kept channel."""
     torch.manual_seed(0)
