@@ -117,7 +117,35 @@ def section(rows: list[tuple[str, str, float, dict]], cache: Path) -> str:
                      f"{r.get('acc_after_decision') or '-'} | {r['val_final']:.2f} | {r['acc_final']:.2f} | "
                      f"{r['macs_ratio']:.3f} | {c.get('frozen_at')} | {c.get('forced')} | {c.get('forced_to_zero')} | "
                      f"{margin} | {r.get('rank_corr')} |")
-    return "\n".join(lines + overlaps(rows))
+    return "\n".join(lines + overlaps(rows) + against_baselines(rows, cache))
+
+
+def against_baselines(rows: list[tuple[str, str, float, dict]], cache: Path) -> list[str]:
+    """Each variant run with several seeds against compare.py's methods on the same dense model and data-order
+    seeds (`compare.py final --budgets 8+4 --dense-seed 0`): mean final accuracy, validation and test."""
+    from long_budget import METHODS, mean_std, record
+
+    runs = {}
+    for name, budget, target, r in rows:
+        if budget == "8+4" and not name.endswith(TRANSPLANT):
+            runs.setdefault((name, target), {})[r["seed"]] = r
+    lines = []
+    for (name, target), by_seed in runs.items():
+        seeds = sorted(by_seed)
+        if len(seeds) < 2:
+            continue
+        table = {name: list(by_seed.values())}
+        for method in METHODS:
+            found = [record(cache, method, target, seed, dense_seed=0) for seed in seeds]
+            if all(found):
+                table[method] = found
+        lines += ["", f"{name} against compare.py's methods at {target:g}, seeds {', '.join(map(str, seeds))} from "
+                  "seed 0's dense model (compare.py final --dense-seed 0); mean ± std:", "",
+                  "| method | final val | final test | after the phase (test) |", "|---|---|---|---|"]
+        for method, rs in sorted(table.items(), key=lambda kv: -sum(r["val_final"] for r in kv[1])):
+            lines.append(f"| {method} | {mean_std([r['val_final'] for r in rs])} | "
+                         f"{mean_std([r['acc_final'] for r in rs])} | {mean_std([r['acc_after_reg'] for r in rs])} |")
+    return lines
 
 
 def overlaps(rows: list[tuple[str, str, float, dict]]) -> list[str]:
