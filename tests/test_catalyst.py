@@ -126,6 +126,28 @@ def test_p2_a_rescale_made_before_the_catalyst_does_not_change_whom_it_prunes(de
     assert abs(gaps["l1", factor]) >= 30.0, gaps  # a magnitude ranking is fooled by the same rescale
 
 
+REWIND = dict(bypass="plus", center=True, center_groups=True, pressure=0.0, deadline=0.25, cost_aware=False,
+              rewind=True)  # the long budget's best paper-form setting (docs/method.md, "The set or the phase?")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("factor", [0.1, 10.0])
+def test_p2_the_rewind_setting_prunes_rescaled_and_untouched_channels_alike(demo_loaders, factor):
+    """P2 by its definition (the share of the rescaled half that is pruned) for the setting that forces its
+    freeze and ranks by centred log c: the rescale must not move that share."""
+    reference = fashion_small_resnet().eval()
+    gaps = {}
+    for k in (1.0, factor):
+        torch.manual_seed(0)
+        model = copy.deepcopy(reference)
+        code = rescale_half(model, EXAMPLE, k, seed=3)
+        method, _, _ = started(model.train(), steps=140, **REWIND)
+        used = train_phase(model, demo_loaders[0], CPU, PhaseSettings(140, 0.02, schedule=method.schedule),
+                           label="catalyst", hooks=method, overrides=method.param_overrides()).steps
+        gaps[k] = share_pruned_gap(method.finish(used).mask, code)
+    assert abs(gaps[factor] - gaps[1.0]) <= 8.0, gaps  # measured: 0.0 (k = 0.1), +0.9 (k = 10)
+
+
 # ---- P3, P4 ----------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_p3_p4_the_dynamics_make_the_split_and_the_cut_is_lossless(demo_loaders):
