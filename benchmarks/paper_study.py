@@ -100,7 +100,8 @@ def transplant(args, record: dict) -> dict:
 
 def section(rows: list[tuple[str, str, float, dict]], cache: Path) -> str:
     dense = ", ".join(sorted({f"{r['acc_dense']:.2f}%" for *_, r in rows}))
-    lines = ["## The paper's Catalyst at the long budget: its setting (`benchmarks/paper_study.py`)", "",
+    lines = [f"## The paper's Catalyst at the long budget: its setting (`benchmarks/paper_study.py`, dense model {dense})",
+             "",
              f"Machine: {machine_line()} (single-thread lane beside other work). 8+4 epochs (24+4: a study-only longer "
              "phase, same recovery), seed 0's narrow dense "
              f"model ({dense}; records in `{cache}`), validation split (the selection criterion) and test split. Forced: the freeze came at "
@@ -158,7 +159,7 @@ def overlaps(rows: list[tuple[str, str, float, dict]]) -> list[str]:
         found.setdefault((name, budget, target), []).append(r)
     lines = [f"- {name}, {budget}, target {target:g}: kept sets of seeds {', '.join(str(r['seed']) for r in rs)} overlap "
              f"{overlap([r['pruned'] for r in rs], narrow_channels())[0]:.3f} (mean pairwise Jaccard)"
-             for (name, budget, target), rs in found.items() if len(rs) > 1]
+             for (name, budget, target), rs in found.items() if len(rs) > 1 and not name.endswith(TRANSPLANT)]
     return ["", *lines] if lines else []
 
 
