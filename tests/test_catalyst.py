@@ -299,9 +299,15 @@ def test_a_resumed_run_rewinds_to_the_weights_the_interrupted_one_started_with()
     resumed.finish(0)
     for name, value in model.state_dict().items():  # the start weights, but for the prune set's zeros
         assert torch.equal(torch.where(value != 0, value, start[name]), start[name]), name
+    def fresh():  # another run of the same architecture
+        return started(small_resnet(in_channels=1, num_classes=10, widths=(8, 16, 16)), steps=40, bypass="plus",
+                       rewind=True)[0]
+
     with pytest.raises(CatalystDeployError, match="start weights"):
-        started(model, steps=40, bypass="plus", rewind=True)[0].load_state_dict(
-            {k: v for k, v in state.items() if k != "start_weights"})
+        fresh().load_state_dict({k: v for k, v in state.items() if k != "start_weights"})
+    forged = {**state, "start_weights": {**state["start_weights"], "stem.0.weight": torch.zeros(3)}}
+    with pytest.raises(CatalystDeployError, match="do not fit this model"):
+        fresh().load_state_dict(forged)
 
 
 def test_the_gated_forms_margin_is_taken_against_live_kept_channels_too():
