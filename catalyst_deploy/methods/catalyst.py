@@ -277,13 +277,13 @@ class CatalystRegularizer(PruningMethod):
         self.plan.load_state_dict(state["schedule"])
         if self.start_weights is not None:
             if "start_weights" not in state:
-                raise CatalystDeployError("the checkpoint holds no start weights for --catalyst rewind: it was made "
-                                          "without it; resume with the setting the run started with")
+                raise CatalystDeployError("the checkpoint holds no start weights for the catalyst setting rewind: "
+                                          "it was made without it; resume with the settings the run started with")
             saved, mine = state["start_weights"], self.start_weights
             if not isinstance(saved, dict) or set(saved) != set(mine) or any(
                     not torch.is_tensor(saved[k]) or saved[k].shape != mine[k].shape for k in mine):
-                raise CatalystDeployError("the checkpoint's start weights for --catalyst rewind do not fit this model: "
-                                          "resume with the model the run started from")
+                raise CatalystDeployError("the checkpoint's start weights (catalyst setting rewind) do not fit this "
+                                          "model: resume with the model the run started from")
             self.start_weights = {k: saved[k].to(mine[k].device, mine[k].dtype) for k in mine}
 
 
