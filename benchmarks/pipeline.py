@@ -88,32 +88,38 @@ def _counts(counts: dict, unit: float) -> str:
 
 
 # ---- Catalyst update overhead --------------------------------------------------------------------
-FORMS = ("catalyst", "catalyst-gated")
+# (row, method, catalyst settings): the defaults of both forms, and the paper form's rewind setting, whose
+# `center` check selects the target's set (trial cuts) every check_every steps (docs/method.md)
+FORMS = (("catalyst", "catalyst", None), ("catalyst-gated", "catalyst-gated", None),
+         ("catalyst, rewind setting", "catalyst", {"bypass": "plus", "center": True, "center_groups": True,
+                                                    "pressure": 0.0, "deadline": 0.25, "cost_aware": False,
+                                                    "rewind": True}))
 
 
-def bench_overhead(name: str = "resnet50", batch: int = 8, size: int = 224, steps: int = 6) -> str:
+def bench_overhead(name: str = "resnet50", batch: int = 8, size: int = 224, steps: int = 10) -> str:
     """For each Catalyst form: a plain SGD step, a step of a copy with the method attached (its forward-pass
     terms or gates, and its `before_step`), and the method's `after_step`, interleaved step by step in one
-    process so that both models see the same machine load."""
+    process so that both models see the same machine load. `steps` is a multiple of both forms' check_every
+    (10, 5), so the mean update carries each periodic look at the channels at its real share."""
     rows = []
-    for form in FORMS:
-        plain, attached, method, x, y = overhead_models(name, batch, size, form)
+    for form, method_name, settings in FORMS:
+        plain, attached, method, x, y = overhead_models(name, batch, size, method_name, settings)
         plain_opt, attached_opt = sgd_for(plain), sgd_for(attached, method)
         times: dict[str, list[float]] = {"plain": [], "attached": [], "update": []}
         for i in range(steps + 1):
             t_plain = train_step(plain, plain_opt, x, y)
             t_attached = train_step(attached, attached_opt, x, y, method)
             start = time.perf_counter()
-            method.after_step(attached_opt.param_groups[0]["lr"], i + 1)
+            method.after_step(attached_opt.param_groups[0]["lr"], i)  # steps 1..steps are measured
             t_update = time.perf_counter() - start
-            if i:  # the first step warms up allocators and caches
+            if i:  # the first step (0) warms up allocators and caches
                 for key, value in zip(times, (t_plain, t_attached, t_update)):
                     times[key].append(value)
         rows.append((form, method, {k: _median(v) for k, v in times.items()}, sum(times["update"]) / steps))
     return overhead_section(name, batch, size, steps, rows)
 
 
-def overhead_models(name: str, batch: int, size: int, form: str):
+def overhead_models(name: str, batch: int, size: int, form: str, settings: dict | None = None):
     """(plain model, copy with the method attached, started method, x, y): the same random-init torchvision
     model twice, the copy started by the method on the pipeline's graph and budget."""
     import copy
@@ -130,7 +136,7 @@ def overhead_models(name: str, batch: int, size: int, form: str):
     plain = torchvision.models.get_model(name, num_classes=1000)
     x, y = torch.randn(batch, 3, size, size), torch.randint(0, 1000, (batch,))
     attached = copy.deepcopy(plain)
-    cfg = load_config(model=f"torchvision:{name}", method=form)  # the defaults a prune run starts from
+    cfg = load_config(model=f"torchvision:{name}", method=form, catalyst=settings)  # a prune run's defaults
     graph = ChannelGraph(attached, x[:1])
     budget = Budget(tuple(graph.sizes), graph.trial_macs, cfg.target.macs(count_macs(attached, x[:1])[0]),
                     cfg.round_to, cfg.max_layer_ratio)
@@ -191,7 +197,7 @@ def run_parts(names: list[str], quick: bool, threads: int | None) -> list[str]:
     """Each requested section, printed as it is done."""
     parts = {
         "demo": lambda: bench_demo(2 if quick else None, threads),
-        "overhead": lambda: bench_overhead("resnet18", 2, 32, 3) if quick else bench_overhead(),
+        "overhead": lambda: bench_overhead("resnet18", 2, 32, 10) if quick else bench_overhead(),
     }
     done = []
     for name in names:
