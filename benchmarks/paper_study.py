@@ -18,6 +18,7 @@ lets the dynamics make the set. Writes the `paper-study` section of RESULTS.md w
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import sys
@@ -66,11 +67,17 @@ STUDY_BUDGETS = {"24+4": (24.0, 4.0)}
 
 
 def context(args):
-    """(run settings, seed 0's narrow dense model): every run of the study starts from that one file."""
+    return _context(Path(args.cache))
+
+
+@functools.lru_cache(maxsize=None)
+def _context(cache: Path):
+    """(run settings, seed 0's narrow dense model): every run of the study starts from that one file (loaded
+    once per process: dense_models reads the whole dataset)."""
     from compare import BUDGETS, DATA, MODELS
     from compare_dense import dense_models
 
-    cfg = SimpleNamespace(latency_aware=False, quick=False, data=DATA, cache=args.cache, threads=1, seeds=[0])
+    cfg = SimpleNamespace(latency_aware=False, quick=False, data=DATA, cache=cache, threads=1, seeds=[0])
     BUDGETS.update(STUDY_BUDGETS)
     return cfg, dense_models(cfg, MODELS["narrow"])[0]  # cached: the file compare.py's long budget starts from
 
