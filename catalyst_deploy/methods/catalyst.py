@@ -9,7 +9,10 @@ boundary c = delta/||F|| = 1, and sits in the forward pass: each producer's outp
 
     y + s * (delta_j - sg(delta_j)) * y          (sg: value-only copy; s = -1 "minus", +1 "plus")
 
-which changes no value (the model computes what it did) and lets the task loss reach delta_j. The penalty is
+which changes no value (the model computes what it did) and lets the task loss reach delta_j. It is carried by
+the parameters that set y (a BN's scale and shift, or the rows and bias of a conv or linear no BN follows), each
+times 1 + s * (delta_j - sg(delta_j)): y is linear in them, so delta_j gets the same gradient, s * sum(y * dL/dy),
+for the cost of a parameter-sized product instead of an activation-sized one. The penalty is
 
     lambda * sum_j w_j * delta_j * ||F_j||        (w_j: the MACs removing channel j saves, mean 1)
 
@@ -36,6 +39,7 @@ from torch import nn
 
 from catalyst_deploy.errors import CatalystDeployError
 from catalyst_deploy.methods.base import Decision, ParamOverride, PruningMethod
+from catalyst_deploy.methods.gates import remove_gates
 
 if TYPE_CHECKING:
     from catalyst_deploy.surgery.allocation import Budget
@@ -107,7 +111,7 @@ class CatalystRegularizer(PruningMethod):
 
     def __init__(self, settings, base_lr: float):
         self.settings, self.base_lr = settings, base_lr
-        self.hooks: list = []
+        self.gated: list = []  # (module, parameter name) carrying the catalyst term
         self.variables: CatalystVariables | None = None
         self.start_weights: dict | None = None
         self.rewound = False
@@ -118,7 +122,7 @@ class CatalystRegularizer(PruningMethod):
 
     # ---- set-up and tear-down -----------------------------------------------------------------------
     def start(self, graph: ChannelGraph, budget: Budget, steps: int) -> None:
-        from catalyst_deploy.methods.gates import channel_costs
+        from catalyst_deploy.methods.gates import channel_costs, gate_slices
         from catalyst_deploy.methods.invariance import column_positions
         from catalyst_deploy.methods.catalyst_schedule import CatalystSchedule
 
@@ -138,27 +142,13 @@ class CatalystRegularizer(PruningMethod):
         self.columns = column_positions(graph, device) if s.precondition else []
         self.variables = CatalystVariables(norm0.clone(), trainable=self.sign != 0.0)
         graph.model.add_module("catalyst_variables", self.variables)
-        if self.sign:
-            self.hooks = [module.register_forward_hook(self._bypass(pos, chan))
-                          for module, pos, chan in _producer_outputs(graph)]
+        if self.sign:  # the term, on the parameters that set each channel's value (module docstring)
+            self.gated = gate_slices(graph, self.variables.delta, self.sign)
         self.plan = CatalystSchedule(self, budget, s, steps)
 
-    def _bypass(self, pos: torch.Tensor, chan: torch.Tensor):
-        """y + s * (delta - sg(delta)) * y at the channel positions `pos` of a producer's output."""
-        def hook(_module, _inputs, output):
-            if not output.requires_grad:  # evaluation, tracing: the term is exactly zero anyway
-                return output
-            d = self.delta[chan]
-            bump = torch.zeros(output.shape[1], dtype=output.dtype, device=output.device)
-            bump = bump.index_copy(0, pos, (d - d.detach()).to(output.dtype) * self.sign)
-            shape = [1, -1] + [1] * (output.dim() - 2)
-            return output + bump.view(shape) * output.detach()
-        return hook
-
     def detach_from_model(self) -> None:
-        for h in self.hooks:
-            h.remove()
-        self.hooks = []
+        remove_gates(self.gated)
+        self.gated = []
         if self.variables is not None and hasattr(self.graph.model, "catalyst_variables"):
             delattr(self.graph.model, "catalyst_variables")
 
@@ -240,11 +230,10 @@ class CatalystRegularizer(PruningMethod):
         take the catalyst out of the model."""
         mask = self.plan.finish(steps_used)
         priority = self.priority()
+        self.detach_from_model()  # first: the parameters carry their own names again (rewind loads by name)
         if self.start_weights is not None and self.plan.split["forced"]:
             self.rewind()
-        keep = (~mask).to(self.unit.device).float()
-        self.F.scale_(keep)
-        self.detach_from_model()
+        self.F.scale_((~mask).to(self.unit.device).float())
         return Decision(mask, priority)
 
     def rewind(self) -> None:
@@ -286,14 +275,3 @@ class CatalystRegularizer(PruningMethod):
                                           "model: resume with the model the run started from")
             self.start_weights = {k: saved[k].to(mine[k].device, mine[k].dtype) for k in mine}
 
-
-def _producer_outputs(graph: ChannelGraph):
-    """(module, output positions, global channels) of every module whose output is a channel's value: BNs,
-    and convs/linears no BN follows (the same modules the "bn" placement takes F from)."""
-    owners = {id(p): m for m in graph.model.modules() for p in m.parameters(recurse=False)}
-    found: dict[int, tuple] = {}
-    for sl in graph.producer_slices(skip_normalized=True):
-        module = owners[id(sl.param)]
-        if sl.param is getattr(module, "weight", None) or id(module) not in found:
-            found[id(module)] = (module, sl.pos, sl.chan)
-    return list(found.values())

@@ -46,6 +46,8 @@ class CatalystSchedule:
         self._decision: tuple[str, dict] | None = None
         self.forced_to_zero = 0
         self.shift = 0.0  # the sum of the shifts of log c made by `center`
+        self.reachable: bool | None = None  # `center`: whether the target can be met at all (asked once)
+        self.prefix: int | None = None  # `center`: the prefix length its last look found
 
     @property
     def frozen(self) -> bool:
@@ -79,10 +81,14 @@ class CatalystSchedule:
         log_c = m.log_ratio().cpu()
         if self.settings.center_groups:
             log_c = self.center_groups(log_c)
-        try:
-            wanted = int(self.budget.select(log_c.clamp(-1e3, 1e3)).sum())
-        except CatalystDeployError:  # the target is out of reach: the freeze says so
+        if self.reachable is None:  # out of reach: no centering, the freeze says so
+            self.reachable = self.budget.largest_cut_macs() <= self.budget.target_macs
+        if not self.reachable:
             return
+        # the shortest prefix that meets the target (no fill-back: a look every check_every steps must be
+        # cheap), searched out from the last one: a few trial cuts where a full search takes tens
+        self.prefix, cut = self.budget.prefix(log_c.clamp(-1e3, 1e3), hint=self.prefix)
+        wanted = int(cut.sum())
         ordered = log_c.sort(descending=True).values
         if not 0 < wanted < len(ordered):
             return
@@ -171,12 +177,15 @@ class CatalystSchedule:
                 "center_shift": self.shift}
 
     def state_dict(self) -> dict:
-        return {"mask": self.mask, "split": self.split, "history": self.history, "shift": self.shift}
+        return {"mask": self.mask, "split": self.split, "history": self.history, "shift": self.shift,
+                "prefix": self.prefix}
 
     def load_state_dict(self, state: dict) -> None:
         self.history = [list(h) for h in state["history"]]
         self.split = state["split"]
         self.shift = float(state.get("shift", 0.0))
+        prefix = state.get("prefix")  # untrusted: only a count is taken from it
+        self.prefix = int(prefix) if isinstance(prefix, int) and not isinstance(prefix, bool) else None
         if state["mask"] is not None:
             self.mask = state["mask"].clone()
             self.mask_on_device = self.mask.to(self.method.unit.device)

@@ -16,17 +16,23 @@ from catalyst_deploy.surgery.graph import ChannelGraph
 
 
 class ChannelGate(nn.Module):
-    """x * s[chan] along `dim` at positions `pos` (other positions unchanged). `s` is shared by all gates."""
+    """x * s[chan] along `dim` at positions `pos` (other positions unchanged). `s` is shared by all gates.
 
-    def __init__(self, s: nn.Parameter, pos: torch.Tensor, chan: torch.Tensor, dim: int):
+    With a `sign` (the paper form's catalyst term), the factor is 1 + sign * (s - sg(s)): exactly 1 in value,
+    so the parameter is unchanged, while s[chan] receives sign * sum(x * dL/dx) over the channel's slice."""
+
+    def __init__(self, s: nn.Parameter, pos: torch.Tensor, chan: torch.Tensor, dim: int, sign: float | None = None):
         super().__init__()
-        self.s, self.dim = s, dim
+        self.s, self.dim, self.sign = s, dim, sign
         self.register_buffer("pos", pos)
         self.register_buffer("chan", chan)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.s[self.chan]
+        if self.sign is not None:
+            s = 1.0 + self.sign * (s - s.detach())
         factor = torch.ones(x.shape[self.dim], dtype=x.dtype, device=x.device)
-        factor = factor.index_copy(0, self.pos, self.s[self.chan].to(x.dtype))
+        factor = factor.index_copy(0, self.pos, s.to(x.dtype))
         shape = [1] * x.dim()
         shape[self.dim] = -1
         return x * factor.view(shape)
@@ -46,8 +52,8 @@ class Gates:
 
     def fold(self) -> None:
         """Write s into the gated parameters (exact), remove the gates, let the parameters train again."""
+        remove_gates(self.attached)
         for module, name in self.attached:
-            parametrize.remove_parametrizations(module, name, leave_parametrized=True)
             getattr(module, name).requires_grad_(True)
         self.attached = []
 
@@ -56,13 +62,26 @@ def attach_gates(graph: ChannelGraph, device) -> Gates:
     """Gate every producer slice of `graph` (BN-normalised conv rows left out: a BN makes them
     scale-free, and the BN's own scale and shift carry the channel)."""
     s = nn.Parameter(torch.ones(graph.num_channels, device=device))
+    return Gates(s, gate_slices(graph, s))
+
+
+def gate_slices(graph: ChannelGraph, s: torch.Tensor, sign: float | None = None) -> list[tuple[nn.Module, str]]:
+    """Register a `ChannelGate` of `s` on every producer slice of `graph` that sets a channel's value (a
+    BN's scale and shift; a conv or linear no BN follows: its rows and bias); returns (module, name) of each."""
     owners = {id(p): (m, n) for m in graph.model.modules() for n, p in m.named_parameters(recurse=False)}
     attached = []
     for sl in graph.producer_slices(skip_normalized=True):
         module, name = owners[id(sl.param)]
-        parametrize.register_parametrization(module, name, ChannelGate(s, sl.pos, sl.chan, sl.dim))
+        parametrize.register_parametrization(module, name, ChannelGate(s, sl.pos, sl.chan, sl.dim, sign))
         attached.append((module, name))
-    return Gates(s, attached)
+    return attached
+
+
+def remove_gates(attached: list[tuple[nn.Module, str]]) -> None:
+    """Take the gates off, leaving each parameter at its gated value (a parameter with several gated slices
+    has one list of them: removed once)."""
+    for module, name in dict.fromkeys(attached):
+        parametrize.remove_parametrizations(module, name, leave_parametrized=True)
 
 
 def channel_costs(graph: ChannelGraph, budget) -> torch.Tensor:
