@@ -29,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from results_file import machine_line, publish  # noqa: E402
+from catalyst_deploy.methods.catalyst import LITERAL  # noqa: E402
 
 SIGNS = ("plus", "minus", "none")
 
@@ -81,7 +82,8 @@ def measure(args, sign: str, dense, ablation) -> dict:
     from catalyst_deploy.surgery.graph import ChannelGraph
     from catalyst_deploy.surgery.macs import count_macs
 
-    cfg = load_config("fashion-mnist", model=str(dense.path), method="catalyst", catalyst={"bypass": sign})
+    cfg = load_config("fashion-mnist", model=str(dense.path), method="catalyst",
+                      catalyst={**LITERAL, "bypass": sign})
     torch.manual_seed(0)
     model = load_model(str(dense.path))
     example = torch.zeros(1, 1, 28, 28)

@@ -31,6 +31,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from catalyst_deploy.methods.catalyst import LITERAL  # noqa: E402
+
 DATA = f"fashion-mnist:{HERE.parents[1] / 'shared' / 'data' / 'fashion-mnist'}"
 METHODS = ["catalyst", "catalyst-gated", "depgraph", "l1", "group-lasso", "slimming", "taylor", "random"]
 VAL_SIZE = 5000
@@ -58,9 +60,13 @@ LONG_BUDGET_CUT = {"l1": "start", "random": "start", "taylor": "early"}
 # dynamics, make the set). The regularized baselines' strengths come in two rounds (the finer one, 3e-4 and 3e-3,
 # so that no baseline is held below its best); the one-shot methods' only knob is when to cut.
 GATED = {"gate_lr": 1.0, "invariant": False, "deadline": 0.6}
+# The paper form's rewind setting (docs/method.md, "The set or the phase?"): chosen at the long budget, so its
+# deadline is a candidate here too.
+REWIND = {"bypass": "plus", "center": True, "center_groups": True, "pressure": 0.0, "cost_aware": False,
+          "rewind": True, "strength": 4.0}
 GRID: dict[str, list[dict]] = {
     "catalyst": [{"catalyst": {"bypass": b, "pressure": p, "strength": 4.0}} for b in ("none", "minus")
-                 for p in (0.02, 0.1)],
+                 for p in (0.02, 0.1)] + [{"catalyst": {**REWIND, "deadline": d}} for d in (0.25, 0.5)],
     "catalyst-gated": [{"catalyst_gated": {"step_max": m, **GATED}} for m in (0.05, 0.2)],
     "group-lasso": [{"reg_strength": r} for r in (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)],
     "depgraph": [{"reg_strength": r} for r in (1e-4, 5e-4, 2e-3)],  # around torch-pruning's own default, 5e-4
@@ -90,6 +96,8 @@ def parse(argv=None) -> argparse.Namespace:
                    help="final: start every seed from this seed's dense model (data-order seeds only: the "
                         "stability runs); default: each seed its own dense model")
     p.add_argument("--quick", action="store_true", help="tiny data subsets and step caps (tests)")
+    p.add_argument("--section", default=None, help="select: also write this run's table as a RESULTS.md section "
+                                                    "(a selection on another dense model, beside the main one)")
     return p.parse_args(argv)
 
 
@@ -99,6 +107,8 @@ def run_config(args, method: str, setting: dict, budget: str, target: float, see
 
     reg, recover = BUDGETS[budget]
     setting = {k: v for k, v in setting.items() if not k.startswith("_")}  # "_..." keys: study bookkeeping
+    if method == "catalyst":  # its knobs unnamed in a setting keep the values the records were made with
+        setting["catalyst"] = {**LITERAL, **setting.get("catalyst", {})}
     cut = setting.pop("cut", "after")
     if cut in CUT_PHASE:  # a one-shot cut earlier: the fine-tuning steps it skips go to recovery
         recover, reg = recover + reg - CUT_PHASE[cut], CUT_PHASE[cut]
@@ -197,6 +207,14 @@ def write_selection(args, model: str, dense: dict) -> None:
     old["table"].setdefault(model, {}).update(table)
     path.write_text(json.dumps(old, indent=1))
     print(json.dumps(chosen, indent=1), flush=True)
+    if args.section:
+        from compare_report import selection_lines
+        from results_file import machine_line, publish
+
+        head = (f"`python benchmarks/compare.py select --models {model} --methods {' '.join(args.methods)} --cache "
+                f"{args.cache} --section {args.section}`: seed 0's dense model ({dense[0].accuracy:.2f}%), "
+                f"{SELECTION_BUDGET} epochs, validation split; {machine_line()}.")
+        publish(args.section, "\n".join([head, "", *selection_lines({"table": table, "chosen": chosen})]))
 
 
 if __name__ == "__main__":

@@ -57,6 +57,10 @@ def decide(method_name: str, model, loader, example, steps: int, setting: dict |
     if setting is None:
         setting = json.loads(selection.read_text())["chosen"].get(method_name, {}) if selection.is_file() else {}
     chosen = {k: v for k, v in setting.items() if k != "cut"}
+    if method_name == "catalyst":  # knobs it does not name keep the values its results were made with
+        from catalyst_deploy.methods.catalyst import LITERAL
+
+        chosen["catalyst"] = {**LITERAL, **chosen.get("catalyst", {})}
     graph = ChannelGraph(model, example)
     macs = count_macs(model, example)[0]
     budget = Budget(tuple(graph.sizes), graph.trial_macs, 0.5 * macs, None, 0.9)

@@ -56,6 +56,9 @@ VARIANTS = {
                                                 "pressure": 0.0, "deadline": 0.25, "cost_aware": False, "rewind": True},
                                                "plus-center-group-d0.25-no-cost, the set cut from the weights the "
                                                "phase started with"),
+    "plus-center-group-d0.5-no-cost-rewind": ({"bypass": "plus", "center": True, "center_groups": True,
+                                               "pressure": 0.0, "deadline": 0.5, "cost_aware": False, "rewind": True},
+                                              "the same with the deadline compare.py select chose (the default)"),
 }
 
 

@@ -28,14 +28,16 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from results_file import git_commit, machine_line, publish  # noqa: E402 (benchmarks/results_file.py)
+from catalyst_deploy.methods.catalyst import LITERAL  # noqa: E402
 
 SECTION = "short-budget"
-RUNS = {  # a row of the table: the method and its settings (the defaults unless named)
-    "catalyst": ("catalyst", {}),
-    "catalyst, cost_aware off": ("catalyst", {"catalyst": {"cost_aware": False}}),
+RUNS = {  # a row of the table: the method and its settings ("catalyst": the paper form read literally, LITERAL)
+    "catalyst": ("catalyst", {"catalyst": LITERAL}),
+    "catalyst, cost_aware off": ("catalyst", {"catalyst": {**LITERAL, "cost_aware": False}}),
     # does the task's gradient reach the catalyst here, and does an earlier freeze (more recovery) help?
-    "catalyst, bypass minus": ("catalyst", {"catalyst": {"bypass": "minus"}}),
-    "catalyst, cost_aware off, deadline 0.3": ("catalyst", {"catalyst": {"cost_aware": False, "deadline": 0.3}}),
+    "catalyst, bypass minus": ("catalyst", {"catalyst": {**LITERAL, "bypass": "minus"}}),
+    "catalyst, cost_aware off, deadline 0.3": ("catalyst", {"catalyst": {**LITERAL, "cost_aware": False,
+                                                                         "deadline": 0.3}}),
     # the long budget's best paper-form setting (paper_study.py): does it hold at 24 steps?
     "catalyst, plus, center groups, no cost, deadline 0.25, rewind": ("catalyst", {"catalyst": {
         "bypass": "plus", "center": True, "center_groups": True, "pressure": 0.0, "deadline": 0.25,

@@ -30,7 +30,7 @@ class CatalystSettings:
 
     placement: str = setting("bn", "what F is: 'bn' (each channel's BatchNorm scale and shift) or 'group' (every "
                                    "producer slice of the coupled group)", choices=("bn", "group"))
-    bypass: str = setting("none", "the catalyst's term in the forward pass: 'minus' or 'plus' (its sign: how the "
+    bypass: str = setting("plus", "the catalyst's term in the forward pass: 'minus' or 'plus' (its sign: how the "
                                   "task gradient reaches delta) or 'none' (no task gradient to delta)",
                           choices=("minus", "plus", "none"))
     precondition: bool = setting(True, "scale the task gradient of F and delta by their size, so that a channel's "
@@ -38,20 +38,20 @@ class CatalystSettings:
     strength: float = setting(4.0, "sum of the proximal steps eta*lambda by the deadline", lo=0.0, lo_open=True)
     step_cap: float = setting(0.01, "largest proximal step eta*lambda (a short phase ends with the split as far as "
                                     "it got)", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
-    pressure: float = setting(0.02, "sum of the relative decay of F by the deadline (tips undefended channels "
+    pressure: float = setting(0.0, "sum of the relative decay of F by the deadline (tips undefended channels "
                                     "to c > 1)", lo=0.0)
     c_hi: float = setting(1e3, "freeze once the channels at c >= c_hi (F ~ 0) cover the target", lo=1.0, lo_open=True)
     check_every: int = setting(10, "optimizer steps between two looks at the channels", lo=1)
-    deadline: float = setting(0.8, "freeze at the latest after this share of the regularized phase", lo=0.0,
+    deadline: float = setting(0.5, "freeze at the latest after this share of the regularized phase", lo=0.0,
                               hi=1.0, lo_open=True)
-    cost_aware: bool = setting(True, "weigh each channel's penalty by the MACs its removal saves")
+    cost_aware: bool = setting(False, "weigh each channel's penalty by the MACs its removal saves")
     freeze_step: float = setting(0.05, "proximal step that drives the frozen prune set to zero", lo=0.0, hi=1.0,
                                  lo_open=True, hi_open=True)
-    center: bool = setting(False, "at every check, scale every undecided delta by one factor so that the channels "
+    center: bool = setting(True, "at every check, scale every undecided delta by one factor so that the channels "
                                   "at c > 1 are the target's set (the model is untouched; docs/method.md)")
-    center_groups: bool = setting(False, "with center: first level each group's undecided delta to mean log c = 0 "
+    center_groups: bool = setting(True, "with center: first level each group's undecided delta to mean log c = 0 "
                                          "(no layer is cut for a push weak in the whole layer; docs/method.md)")
-    rewind: bool = setting(False, "at a forced freeze, cut the set from the weights the phase started with (the "
+    rewind: bool = setting(True, "at a forced freeze, cut the set from the weights the phase started with (the "
                                   "dynamics pick the set, recovery starts undamaged; docs/method.md)")
 
 
@@ -110,7 +110,7 @@ class PruneConfig:
     data: str = setting("demo", "dataset spec")
     target_flops: str = setting("0.5", "share of the dense MACs to keep at most (0.5), or a MAC budget (2.0G)")
     # the Catalyst form that measured best is the default (docs/method.md, "Which form is the default")
-    method: str = setting("catalyst-gated", "pruning method")
+    method: str = setting("catalyst", "pruning method")
     out: Path | None = setting(None, "output folder (None: the first free runs/prune, runs/prune-2, ...)")
     overwrite: bool = setting(False, "replace an earlier run of this tool in `out`")
     resume: bool = setting(False, "continue the interrupted run in `out` from its last checkpoint")

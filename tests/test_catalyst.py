@@ -22,7 +22,7 @@ from torch import nn
 from catalyst_deploy.config import load_config
 from catalyst_deploy.inputs.zoo import fashion_small_resnet, small_resnet
 from catalyst_deploy.methods import make_method
-from catalyst_deploy.methods.catalyst import CatalystRegularizer
+from catalyst_deploy.methods.catalyst import LITERAL, CatalystRegularizer
 from catalyst_deploy.methods.fairness import rescale_half, share_pruned_gap
 from catalyst_deploy.run.train import PhaseSettings, evaluate, train_phase
 from catalyst_deploy.surgery.allocation import Budget
@@ -40,7 +40,8 @@ def started(model: nn.Module, target: float = 0.5, steps: int = 300, method: str
     graph = ChannelGraph(model, EXAMPLE)
     macs = count_macs(model, EXAMPLE)[0]
     budget = Budget(tuple(graph.sizes), graph.trial_macs, target * macs, None, 0.9)
-    m = make_method(load_config(model="zoo:tiny_cnn", lr=0.02, method=method, catalyst=settings or None))
+    paper = {**LITERAL, **settings} if method == "catalyst" else None  # the properties of the literal form
+    m = make_method(load_config(model="zoo:tiny_cnn", lr=0.02, method=method, catalyst=paper))
     m.start(graph, budget, steps)
     return m, budget, macs
 
@@ -112,7 +113,7 @@ def test_the_catalyst_term_reaches_every_channel_of_a_transformer():
     reference, x = copy.deepcopy(model), torch.randn(3, 3, 32, 32)
     graph = ChannelGraph(model, x[:1])
     budget = Budget(tuple(graph.sizes), graph.trial_macs, 0.7 * count_macs(model, x[:1])[0], None, 0.9)
-    cfg = load_config(model="zoo:tiny_cnn", method="catalyst", catalyst={"bypass": "plus"})
+    cfg = load_config(model="zoo:tiny_cnn", method="catalyst", catalyst={**LITERAL, "bypass": "plus"})
     method = make_method(cfg)
     method.start(graph, budget, 100)
     ref_graph, expected = ChannelGraph(reference, x[:1]), torch.zeros(graph.num_channels)  # as the method's copy
@@ -172,7 +173,7 @@ def test_p2_a_rescale_made_before_the_catalyst_does_not_change_whom_it_prunes(de
         model = copy.deepcopy(reference)
         code = rescale_half(model, EXAMPLE, k, seed=3)  # the same half of the channels for every k
         torch.testing.assert_close(model.eval()(x), reference(x), rtol=1e-4, atol=1e-4)  # function-preserving
-        masks[name, k] = decide(name, model.train(), demo_loaders[0])
+        masks[name, k] = decide(name, model.train(), demo_loaders[0], catalyst=LITERAL if name == "catalyst" else None)
         gaps[name, k] = share_pruned_gap(masks[name, k], code)
     # an update that commutes with the rescale trains the rescaled model into the rescaled copy of the same
     # model: the same channels are pruned (float round-off aside), and the share of the rescaled half with them
@@ -185,7 +186,7 @@ def test_p2_a_rescale_made_before_the_catalyst_does_not_change_whom_it_prunes(de
 
 
 REWIND = dict(bypass="plus", center=True, center_groups=True, pressure=0.0, deadline=0.25, cost_aware=False,
-              rewind=True)  # the long budget's best paper-form setting (docs/method.md, "The set or the phase?")
+              rewind=True)  # the rewind setting as the long budget chose it (the default's deadline is 0.5)
 
 
 @pytest.mark.slow

@@ -141,13 +141,13 @@ def test_p1_invariant_shrinks_by_the_predicted_factor():
 
 
 # ---- P2 ---------------------------------------------------------------------------------------------
-def decide(method_name: str, model: nn.Module, loader, steps: int = 140) -> torch.Tensor:
-    """The prune set `method_name` decides for half the MACs after `steps` of its phase (shipped defaults;
-    group lasso at a strength that moves its weights)."""
+def decide(method_name: str, model: nn.Module, loader, steps: int = 140, catalyst: dict | None = None) -> torch.Tensor:
+    """The prune set `method_name` decides for half the MACs after `steps` of its phase (shipped defaults, or the
+    paper form's `catalyst` settings; group lasso at a strength that moves its weights)."""
     graph = ChannelGraph(model, EXAMPLE)
     macs = count_macs(model, EXAMPLE)[0]
     budget = Budget(tuple(graph.sizes), graph.trial_macs, 0.5 * macs, None, 0.9)
-    cfg = load_config(model="zoo:tiny_cnn", method=method_name, lr=0.02, reg_strength=1e-3)
+    cfg = load_config(model="zoo:tiny_cnn", method=method_name, lr=0.02, reg_strength=1e-3, catalyst=catalyst)
     method = make_method(cfg)
     method.start(graph, budget, steps)
     used = 0

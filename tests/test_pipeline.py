@@ -75,7 +75,7 @@ def test_export_and_bench_time_the_exported_files(tmp_path):
     from catalyst_deploy.exporters.onnx import read_metadata
 
     meta = read_metadata(out / "model.onnx")
-    assert meta["source_model"] == "zoo:tiny_cnn" and meta["method"] == "catalyst-gated" and int(meta["macs"]) > 0
+    assert meta["source_model"] == "zoo:tiny_cnn" and meta["method"] == "catalyst" and int(meta["macs"]) > 0
 
 
 def test_unreachable_target_fails_before_training_and_leaves_nothing(tmp_path):
