@@ -55,7 +55,10 @@ def decide(method_name: str, model, loader, example, steps: int, setting: dict |
 
     selection = Path(__file__).with_name("selection.json")
     if setting is None:
-        setting = json.loads(selection.read_text())["chosen"].get(method_name, {}) if selection.is_file() else {}
+        from compare import SELECTION_MODEL  # selection.json is keyed by dense model, then method
+
+        chosen_all = json.loads(selection.read_text())["chosen"] if selection.is_file() else {}
+        setting = chosen_all.get(SELECTION_MODEL, {}).get(method_name, {})
     chosen = {k: v for k, v in setting.items() if k != "cut"}
     if method_name == "catalyst":  # knobs it does not name keep the values its results were made with
         from catalyst_deploy.methods.catalyst import LITERAL
