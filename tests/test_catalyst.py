@@ -185,8 +185,8 @@ def test_p2_a_rescale_made_before_the_catalyst_does_not_change_whom_it_prunes(de
     assert abs(gaps["l1", factor]) >= 30.0, gaps  # a magnitude ranking is fooled by the same rescale
 
 
-REWIND = dict(bypass="plus", center=True, center_groups=True, pressure=0.0, deadline=0.25, cost_aware=False,
-              rewind=True)  # the rewind setting as the long budget chose it (the default's deadline is 0.5)
+REWIND = dict(bypass="plus", center=True, center_groups=True, pressure=0.0, deadline=0.5, cost_aware=False,
+              rewind=True)  # the default (docs/method.md, "Which form is the default"), named in full
 
 
 @pytest.mark.slow
@@ -204,7 +204,7 @@ def test_p2_the_rewind_setting_prunes_rescaled_and_untouched_channels_alike(demo
         used = train_phase(model, demo_loaders[0], CPU, PhaseSettings(140, 0.02, schedule=method.schedule),
                            label="catalyst", hooks=method, overrides=method.param_overrides()).steps
         gaps[k] = share_pruned_gap(method.finish(used).mask, code)
-    assert abs(gaps[factor] - gaps[1.0]) <= 8.0, gaps  # measured: 0.0 (k = 0.1), +0.9 (k = 10)
+    assert abs(gaps[factor] - gaps[1.0]) <= 8.0, gaps  # measured: +0.45 (k = 0.1), +0.45 (k = 10); deadline 0.25: 0.0, +0.9
 
 
 # ---- P3, P4 ----------------------------------------------------------------------------------------------
