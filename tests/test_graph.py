@@ -10,7 +10,7 @@ import pytest
 import torch
 import torchvision
 
-from catalyst_deploy.surgery.allocation import Budget, smallest_prefix
+from catalyst_deploy.surgery.allocation import Budget, fit_count, smallest_prefix
 from catalyst_deploy.errors import CatalystDeployError, UsageError
 from catalyst_deploy.surgery.graph import ChannelGraph, channel_norms
 from catalyst_deploy.surgery.macs import count_macs
@@ -162,3 +162,57 @@ def test_a_budgets_prefix_is_the_shortest_cut_by_priority_that_meets_the_target(
     assert torch.equal(cut, cut_of(k)) and graph.trial_macs(cut) <= budget.target_macs
     assert graph.trial_macs(cut_of(k - 1)) > budget.target_macs, "one channel shorter misses the target"
     assert budget.prefix(priority, hint=k + 37)[0] == k and budget.prefix(priority, hint=3)[0] == k
+
+
+class ConcatNet(torch.nn.Module):
+    """Two branches concatenated and read by one conv: a conv whose inputs come from two groups."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Sequential(torch.nn.Conv2d(3, 12, 3, padding=1), torch.nn.BatchNorm2d(12), torch.nn.ReLU())
+        self.b = torch.nn.Sequential(torch.nn.Conv2d(3, 10, 1), torch.nn.BatchNorm2d(10), torch.nn.ReLU())
+        self.mix = torch.nn.Sequential(torch.nn.Conv2d(22, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU())
+        self.head = torch.nn.Linear(16, 5)
+
+    def forward(self, x):
+        y = self.mix(torch.cat([self.a(x), self.b(x)], 1))
+        return self.head(y.mean((2, 3)))
+
+
+def vit_for_counts():
+    return torchvision.models.VisionTransformer(32, 8, num_layers=2, num_heads=4, hidden_dim=64, mlp_dim=128,
+                                                num_classes=10)
+
+
+COUNTED = {"small_resnet": (small_resnet, (1, 1, 28, 28), {}), "concat": (ConcatNet, (1, 3, 16, 16), {}),
+           "mobilenet_v2": (lambda: torchvision.models.mobilenet_v2(num_classes=10), (1, 3, 32, 32), {}),
+           "vit": (vit_for_counts, (1, 3, 32, 32), {"prune_embedding": True})}
+
+
+@pytest.mark.parametrize("name", COUNTED)
+def test_the_fitted_count_is_the_trial_cuts_count_for_any_cut(name):
+    """`fit_count` against its definition: for any cut (random, of any depth, not the ones it was fitted or
+    checked on) it gives the MACs a trial cut measures. Residual adds, depthwise convs, a concat read by one conv,
+    attention heads and a transformer's embedding width."""
+    make, shape, options = COUNTED[name]
+    torch.manual_seed(0)
+    model = make().eval()
+    graph = ChannelGraph(model, torch.randn(*shape), **options)
+    count = fit_count(graph.sizes, graph.trial_macs, graph.coupled_pairs(), 8, 0.9)
+    assert count is not None, "the fit disagreed with the trial cuts on its own checks"
+    rng = torch.Generator().manual_seed(1)
+    for depth in (0.05, 0.3, 0.6, 0.95):
+        mask = torch.rand(graph.num_channels, generator=rng) < depth
+        mask = Budget(tuple(graph.sizes), graph.trial_macs, 0.0, None, 0.9).limit(mask, torch.rand(graph.num_channels))
+        assert count(mask) == graph.trial_macs(mask), depth
+
+
+def test_a_fit_that_misses_a_product_of_two_groups_is_refused():
+    """The fit keeps its count only where it agrees with the oracle: without the pairs of groups that meet in a
+    conv (a conv's MACs are inputs times outputs), the products are missing and the fit says so (None)."""
+    torch.manual_seed(0)
+    model = small_resnet().eval()
+    graph = ChannelGraph(model, torch.randn(1, 1, 28, 28))
+    own = [(g, g) for g in range(len(graph.sizes))]
+    assert fit_count(graph.sizes, graph.trial_macs, own, 8, 0.9) is None
+    assert fit_count(graph.sizes, graph.trial_macs, graph.coupled_pairs(), 8, 0.9, max_cuts=10) is None, "over its cap"

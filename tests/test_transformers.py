@@ -215,6 +215,22 @@ def test_attention_products_are_counted():
     assert count_macs(model, example)[0] - layers_only == layers * 2 * tokens * tokens * width
 
 
+def test_a_module_cut_to_its_last_head_still_counts_its_products():
+    """A module left with one head is no longer head-prunable, but it still computes q k^T and attn v: its
+    products stay in the count (they once vanished, so the MACs of a cut jumped at the last head)."""
+    model, example = built(tv_vit), torch.randn(1, 3, 32, 32)
+    graph = ChannelGraph(model, example)
+    first = next(g for g in range(len(graph.sizes)) if graph.kind(g) == "heads")
+    mask = torch.zeros(graph.num_channels, dtype=torch.bool)
+    mask[graph.offsets[first]:graph.offsets[first] + 3] = True  # 3 of its 4 heads
+    cut = graph.cut_copy(mask)
+    import torch_pruning as tp
+
+    layers_only = tp.utils.count_ops_and_params(cut, example)[0]
+    tokens, head = 16 + 1, 16
+    assert count_macs(cut, example)[0] - layers_only == 2 * tokens * tokens * (head + 4 * head)
+
+
 @pytest.mark.parametrize("make", [tv_vit, timm_deit, timm_convnext])
 def test_the_embedding_width_is_an_option(make):
     model, example = built(make), torch.randn(1, 3, 32, 32)

@@ -5,7 +5,8 @@ Both ramps are geometric and are given by what they add up to by the deadline, s
 number of steps the phase has: `strength` is the sum of the proximal steps eta*lambda (the penalty's own clock:
 a channel at c = 1.5 reaches F = 0 after atanh(1/1.5) = 0.80 of it), `pressure` the sum of the relative decay
 of every F (what tips undefended channels to c > 1). Every `check_every` steps the schedule measures, by a
-trial cut, the MACs of the model without the channels at c >= c_hi; once they reach the target, the prune set
+trial cut, the MACs of the model without the channels at c >= c_hi (with `center`, the fitted count from the
+groups' widths answers first and the trial cut confirms); once they reach the target, the prune set
 is frozen: the channels at c > 1, by descending c, until the target is met (within --round-to blocks). Kept
 channels get delta = 0 and are free from then on; the prune set keeps its delta and is driven to exactly zero
 with the constant step `freeze_step`, and the phase ends. At the deadline the set is frozen anyway, filled
@@ -19,6 +20,7 @@ import math
 import torch
 
 from catalyst_deploy.errors import CatalystDeployError
+from catalyst_deploy.surgery.allocation import fit_count
 
 LAMBDA_RATIO = 10.0  # the proximal step grows tenfold over the ramp
 PRESSURE_RATIO = 1000.0  # the pressure starts a thousandth of where it ends: the first channels tip off alone
@@ -48,6 +50,10 @@ class CatalystSchedule:
         self.shift = 0.0  # the sum of the shifts of log c made by `center`
         self.reachable: bool | None = None  # `center`: whether the target can be met at all (asked once)
         self.prefix: int | None = None  # `center`: the prefix length its last look found
+        # `center` and the checks count MACs often: a count from the groups' widths, fitted once by trial cuts
+        # and kept only where it agrees exactly with them (allocation.fit_count; None: trial cuts every time)
+        self.count = (fit_count(budget.sizes, budget.macs_of, method.graph.coupled_pairs(), budget.round_to,
+                                budget.max_ratio) if settings.center else None)
 
     @property
     def frozen(self) -> bool:
@@ -87,7 +93,7 @@ class CatalystSchedule:
             return
         # the shortest prefix that meets the target (no fill-back: a look every check_every steps must be
         # cheap), searched out from the last one: a few trial cuts where a full search takes tens
-        self.prefix, cut = self.budget.prefix(log_c.clamp(-1e3, 1e3), hint=self.prefix)
+        self.prefix, cut = self.budget.prefix(log_c.clamp(-1e3, 1e3), hint=self.prefix, macs_of=self.count)
         wanted = int(cut.sum())
         ordered = log_c.sort(descending=True).values
         if not 0 < wanted < len(ordered):
@@ -118,7 +124,9 @@ class CatalystSchedule:
     def check(self, step: int) -> None:
         log_c = self.method.log_ratio().cpu()
         decided = self.budget.limit(log_c >= math.log(self.settings.c_hi), log_c)
-        if self.budget.macs_of(decided) <= self.budget.target_macs:
+        # the fitted count only spares the trial cut while the decided set is still short of the target
+        if (self.count is None or self.count(decided) <= self.budget.target_macs) and \
+                self.budget.macs_of(decided) <= self.budget.target_macs:
             self.freeze(step, forced=False)
         elif step >= self.deadline:
             self.freeze(step, forced=True)
@@ -174,7 +182,8 @@ class CatalystSchedule:
         return {"form": "paper", "split": split, "history": self.history, "log_c_at_freeze": log_c,
                 "lambda_history": [[s, lam] for s, lam, _ in self.history],
                 "phase_steps": getattr(self, "phase_steps", None), "forced_to_zero": self.forced_to_zero,
-                "center_shift": self.shift}
+                "center_shift": self.shift,
+                "center_count": None if not self.settings.center else "fitted" if self.count else "trial cuts"}
 
     def state_dict(self) -> dict:
         return {"mask": self.mask, "split": self.split, "history": self.history, "shift": self.shift,

@@ -152,15 +152,19 @@ def attention_macs_by_module(model: nn.Module, example: torch.Tensor) -> dict[st
     """{attention module name: MACs of its q k^T and attn v products on `example`}. Every known layout runs
     `qkv` on (..., tokens, 3 * heads * head_dim) and attends over those same tokens (a window, or the
     sequence): each product is tokens x tokens x heads x head_dim per sequence."""
-    heads = find_attention(model)[0]
-    if not heads:
+    # every module of a known layout with a packed qkv, prunable or not: a module cut to its last head still
+    # computes both products (it is no longer head-prunable, but its MACs must not vanish from the count)
+    counted = {name: module for name, module in model.named_modules() if _is_attention(module)
+               and (type(module).__module__, type(module).__name__) in KNOWN_LAYOUTS
+               and isinstance(getattr(module, "qkv", None), nn.Linear)}
+    if not counted:
         return {}
-    totals = {h.name: 0 for h in heads}
+    totals = {name: 0 for name in counted}
 
     def counter(name: str):
         def count(_module, _args, out):
             totals[name] += 2 * (out.numel() // 3) * out.shape[-2]
         return count
 
-    eval_forward_with_hooks(model, example, [h.module.qkv.register_forward_hook(counter(h.name)) for h in heads])
+    eval_forward_with_hooks(model, example, [m.qkv.register_forward_hook(counter(name)) for name, m in counted.items()])
     return totals
