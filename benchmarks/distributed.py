@@ -80,7 +80,7 @@ def main(argv=None) -> int:
             print(f"{method}: Jaccard {pairs[-1]['kept_jaccard']}, final {one['final']} / {two['final']}", flush=True)
     (HERE / "distributed.json").write_text(json.dumps({"commit": git_commit(), "rows": pairs}, indent=1))
     lines = ["## One process against two under torchrun (`benchmarks/distributed.py`)", "",
-             f"- machine: {machine_line()}; load average at the start {load:.2f}; commit {git_commit()}",
+             f"- machine: {machine_line().split(', load')[0]}; load average at the start {load:.2f}; commit {git_commit()}",
              f"- pretrained `zoo:fashion_small_resnet` on the demo data, target {TARGET} of the MACs, {REG} + {RECOVER} "
              "epochs, global batch 64 (64 per process alone, 32 per rank with two), gloo, 1 thread per process, seed 0",
              "", "| method | processes | wall time (s) | in the training phases (s) | final accuracy (%) |",

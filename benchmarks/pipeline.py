@@ -202,6 +202,9 @@ def _median(values: list[float]) -> float:
 
 
 # ---- main -----------------------------------------------------------------------------------------
+TITLES = {"demo": "the demo", "overhead": "Catalyst's overhead"}
+
+
 def run_parts(names: list[str], quick: bool, threads: int | None) -> list[str]:
     """Each requested section, printed as it is done."""
     parts = {
@@ -235,7 +238,7 @@ def main() -> None:
     if args.quick or args.no_write:
         return
     body = "\n\n".join([
-        "## Core pipeline (`benchmarks/pipeline.py`)",
+        f"## Core pipeline: {' and '.join(TITLES[n] for n in names)} (`benchmarks/pipeline.py`)",
         f"Command: `python benchmarks/pipeline.py {' '.join(sys.argv[1:])}`; {date.today()}, commit {git_commit()}; "
         f"machine: {header}; total {time.perf_counter() - start:.0f} s.", *parts])
     write_section(f"pipeline-{args.only.replace(',', '-')}", body)

@@ -42,6 +42,7 @@ RUNS = {  # a row of the table: the method and its settings ("catalyst": the pap
     "catalyst, plus, center groups, no cost, deadline 0.25, rewind": ("catalyst", {"catalyst": {
         "bypass": "plus", "center": True, "center_groups": True, "pressure": 0.0, "deadline": 0.25,
         "cost_aware": False, "rewind": True}}),
+    "catalyst (default: the rewind setting, deadline 0.5)": ("catalyst", {}),
     "catalyst-gated": ("catalyst-gated", {}),
     "l1": ("l1", {}),
 }
