@@ -10,7 +10,8 @@ import pytest
 import torch
 import torchvision
 
-from catalyst_deploy.surgery.allocation import Budget, fit_count, smallest_prefix
+from catalyst_deploy.surgery.allocation import Budget, smallest_prefix
+from catalyst_deploy.surgery.fitted_macs import coupled_pairs, fit_count
 from catalyst_deploy.errors import CatalystDeployError, UsageError
 from catalyst_deploy.surgery.graph import ChannelGraph, channel_norms
 from catalyst_deploy.surgery.macs import count_macs
@@ -198,7 +199,7 @@ def test_the_fitted_count_is_the_trial_cuts_count_for_any_cut(name):
     torch.manual_seed(0)
     model = make().eval()
     graph = ChannelGraph(model, torch.randn(*shape), **options)
-    count = fit_count(graph.sizes, graph.trial_macs, graph.coupled_pairs(), 8, 0.9)
+    count = fit_count(graph.sizes, graph.trial_macs, coupled_pairs(graph), 8, 0.9)
     assert count is not None, "the fit disagreed with the trial cuts on its own checks"
     rng = torch.Generator().manual_seed(1)
     for depth in (0.05, 0.3, 0.6, 0.95):
@@ -215,4 +216,10 @@ def test_a_fit_that_misses_a_product_of_two_groups_is_refused():
     graph = ChannelGraph(model, torch.randn(1, 1, 28, 28))
     own = [(g, g) for g in range(len(graph.sizes))]
     assert fit_count(graph.sizes, graph.trial_macs, own, 8, 0.9) is None
-    assert fit_count(graph.sizes, graph.trial_macs, graph.coupled_pairs(), 8, 0.9, max_cuts=10) is None, "over its cap"
+    assert fit_count(graph.sizes, graph.trial_macs, coupled_pairs(graph), 8, 0.9, max_cuts=10) is None, "over its cap"
+
+    def fails_on_two(mask):  # an oracle that cannot cut some probe: no count, and no error for the run
+        if int(mask.sum()) == 2:
+            raise RuntimeError("this cut breaks the model")
+        return graph.trial_macs(mask)
+    assert fit_count(graph.sizes, fails_on_two, coupled_pairs(graph), 8, 0.9) is None

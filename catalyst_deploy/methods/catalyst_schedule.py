@@ -20,7 +20,7 @@ import math
 import torch
 
 from catalyst_deploy.errors import CatalystDeployError
-from catalyst_deploy.surgery.allocation import fit_count
+from catalyst_deploy.surgery.fitted_macs import coupled_pairs, fit_count
 
 LAMBDA_RATIO = 10.0  # the proximal step grows tenfold over the ramp
 PRESSURE_RATIO = 1000.0  # the pressure starts a thousandth of where it ends: the first channels tip off alone
@@ -51,8 +51,8 @@ class CatalystSchedule:
         self.reachable: bool | None = None  # `center`: whether the target can be met at all (asked once)
         self.prefix: int | None = None  # `center`: the prefix length its last look found
         # `center` and the checks count MACs often: a count from the groups' widths, fitted once by trial cuts
-        # and kept only where it agrees exactly with them (allocation.fit_count; None: trial cuts every time)
-        self.count = (fit_count(budget.sizes, budget.macs_of, method.graph.coupled_pairs(), budget.round_to,
+        # and kept only where it agrees exactly with them (fitted_macs.fit_count; None: trial cuts every time)
+        self.count = (fit_count(budget.sizes, budget.macs_of, coupled_pairs(method.graph), budget.round_to,
                                 budget.max_ratio) if settings.center else None)
 
     @property

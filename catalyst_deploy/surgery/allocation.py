@@ -20,7 +20,6 @@ from catalyst_deploy.errors import CatalystDeployError
 
 MacsOracle = Callable[[torch.Tensor], int]
 CLOSE_ENOUGH = 0.995  # a cut within half a percent under the target is not worth more trial cuts
-MAX_FIT_CUTS = 400  # `fit_count`: beyond this many trial cuts the fit costs more than it saves in a phase
 
 
 @dataclass(frozen=True)
@@ -48,7 +47,8 @@ class Budget:
         """(k, cut): the shortest prefix of channels by descending `priority` whose cut (after `limit`) meets the
         target, without `select`'s fill-back: a cheaper count for a caller that looks often (Catalyst's `center`),
         a galloping search from `hint` (an earlier k), counted by `macs_of` (default: the budget's oracle; a
-        caller may pass a cheaper exact one, `fit_count`). The target must be reachable (`largest_cut_macs`)."""
+        caller may pass a cheaper exact one, `fitted_macs.fit_count`). The target must be reachable
+        (`largest_cut_macs`)."""
         if self.group_weight is not None:
             priority = latency_weighted(priority, self.sizes, self.group_weight)
         count = macs_of or self.macs_of
@@ -229,67 +229,3 @@ def _restore_blocks(mask: torch.Tensor, priority: torch.Tensor, sizes: Sequence[
                 break
     return mask
 
-
-class QuadraticCount:
-    """A MACs oracle from the groups' prune counts alone: MACs = c + sum_g a_g n_g + sum_(g,h) b_gh n_g n_h over
-    the `pairs` of groups that cut a common layer (`ChannelGraph.coupled_pairs`). Channel pruning leaves every
-    layer's MACs proportional to its kept inputs times its kept outputs, each a sum of group widths, so this form
-    is exact for the layers this tool cuts; `fit_count` measures the coefficients with trial cuts and keeps the
-    count only if it agrees exactly with the oracle on random cuts. A call is a few vector operations where a
-    trial cut copies and runs the model."""
-
-    def __init__(self, sizes: Sequence[int], constant: float, linear: torch.Tensor, pairs: Sequence[tuple[int, int]],
-                 products: torch.Tensor):
-        self.group = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(list(sizes)))
-        self.constant, self.linear, self.products = constant, linear, products
-        self.first = torch.tensor([g for g, _ in pairs], dtype=torch.long)
-        self.second = torch.tensor([h for _, h in pairs], dtype=torch.long)
-
-    def counts(self, mask: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(len(self.linear), dtype=torch.float64).index_add_(0, self.group, mask.double())
-
-    def __call__(self, mask: torch.Tensor) -> int:
-        n = self.counts(mask)
-        products = self.products * n[self.first] * n[self.second]
-        total = self.constant + float((self.linear * n).sum()) + float(products.sum())
-        return int(round(total))
-
-
-def fit_count(sizes: Sequence[int], macs_of: MacsOracle, pairs: Sequence[tuple[int, int]], round_to: int | None = None,
-              max_ratio: float = 0.9, checks: int = 3, seed: int = 0,
-              max_cuts: int = MAX_FIT_CUTS) -> QuadraticCount | None:
-    """A `QuadraticCount` for `macs_of` (1 + 2 G + |pairs| trial cuts), or None when it does not reproduce
-    `macs_of` exactly on `checks` random cuts within the limits (a layer whose count is not of that form), or
-    when it would take more than `max_cuts` trial cuts (a DenseNet, whose every layer reads all earlier ones)."""
-    if 1 + 2 * len(sizes) + len(pairs) + checks > max_cuts:
-        return None
-    offsets = offsets_of(sizes)
-
-    def cut(counts: dict[int, int]) -> torch.Tensor:
-        mask = torch.zeros(offsets[-1], dtype=torch.bool)
-        for g, k in counts.items():
-            mask[offsets[g]:offsets[g] + k] = True
-        return mask
-
-    base = float(macs_of(cut({})))
-    one = [float(macs_of(cut({g: 1}))) - base for g in range(len(sizes))]
-    two = [float(macs_of(cut({g: 2}))) - base if size > 2 else 2 * one[g] for g, size in enumerate(sizes)]
-    square = [(two[g] - 2 * one[g]) / 2 for g in range(len(sizes))]  # n = 1: a + b; n = 2: 2a + 4b
-    linear = torch.tensor([one[g] - square[g] for g in range(len(sizes))], dtype=torch.float64)
-    products = []
-    for g, h in pairs:
-        if g == h:
-            products.append(square[g])
-        else:
-            both = float(macs_of(cut({g: 1, h: 1}))) - base
-            products.append(both - one[g] - one[h])
-    count = QuadraticCount(sizes, base, linear, pairs, torch.tensor(products, dtype=torch.float64))
-    generator = torch.Generator().manual_seed(seed)
-    priority = torch.rand(offsets[-1], generator=generator)
-    for _ in range(checks):
-        share = torch.rand(len(sizes), generator=generator)[torch.repeat_interleave(
-            torch.arange(len(sizes)), torch.tensor(list(sizes)))]
-        mask = limit(torch.rand(offsets[-1], generator=generator) < share, priority, sizes, round_to, max_ratio)
-        if count(mask) != macs_of(mask):
-            return None
-    return count

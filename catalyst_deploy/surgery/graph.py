@@ -222,28 +222,6 @@ class ChannelGraph:
         mask[self.offsets[g]] = True
         return list(self.plan_for(mask)["layers"])
 
-    def coupled_pairs(self) -> list[tuple[int, int]]:
-        """Pairs (g, h), g <= h, of groups whose widths a MACs count can multiply: g cuts a layer's inputs and h
-        its outputs (a conv's MACs are its kept inputs times its kept outputs), or both cut one attention module
-        or bare parameter; every (g, g) too. Read from one-channel plans."""
-        cuts_in, cuts_out, other = {}, {}, {}
-        for g in range(len(self.groups)):
-            mask = torch.zeros(self.num_channels, dtype=torch.bool)
-            mask[self.offsets[g]] = True
-            plan = self.plan_for(mask)
-            for name, entry in plan["layers"].items():
-                for kind, found in (("in", cuts_in), ("out", cuts_out)):
-                    if kind in entry:
-                        found.setdefault(name, set()).add(g)
-            for name in [*plan.get("attention", {}), *plan.get("params", {})]:
-                other.setdefault(name, set()).add(g)
-        pairs = {(g, g) for g in range(len(self.groups))}
-        for name, inputs in cuts_in.items():
-            pairs.update((min(g, h), max(g, h)) for g in inputs for h in cuts_out.get(name, ()))
-        for groups in other.values():
-            pairs.update((g, h) for g in groups for h in groups if g <= h)
-        return sorted(pairs)
-
     def _resolve_ignored(self, ignore: Sequence[str]) -> list[nn.Module]:
         modules = dict(self.model.named_modules())
         missing = [n for n in ignore if n not in modules]
