@@ -199,7 +199,7 @@ def test_the_fitted_count_is_the_trial_cuts_count_for_any_cut(name):
     torch.manual_seed(0)
     model = make().eval()
     graph = ChannelGraph(model, torch.randn(*shape), **options)
-    count = fit_count(graph.sizes, graph.trial_macs, coupled_pairs(graph), 8, 0.9)
+    count = fit_count(graph.sizes, graph.trial_macs, coupled_pairs(graph), 8, 0.9, unit_width=graph.unit_widths)
     assert count is not None, "the fit disagreed with the trial cuts on its own checks"
     rng = torch.Generator().manual_seed(1)
     for depth in (0.05, 0.3, 0.6, 0.95):

@@ -53,7 +53,7 @@ class CatalystSchedule:
         # `center` and the checks count MACs often: a count from the groups' widths, fitted once by trial cuts
         # and kept only where it agrees exactly with them (fitted_macs.fit_count; None: trial cuts every time)
         self.count = (fit_count(budget.sizes, budget.macs_of, coupled_pairs(method.graph), budget.round_to,
-                                budget.max_ratio) if settings.center else None)
+                                budget.max_ratio, unit_width=budget.unit_width) if settings.center else None)
 
     @property
     def frozen(self) -> bool:

@@ -72,20 +72,21 @@ class QuadraticCount:
 
 
 def fit_count(sizes: Sequence[int], macs_of: MacsOracle, pairs: Sequence[tuple[int, int]], round_to: int | None = None,
-              max_ratio: float = 0.9, checks: int = 3, seed: int = 0,
-              max_cuts: int = MAX_FIT_CUTS) -> QuadraticCount | None:
+              max_ratio: float = 0.9, checks: int = 3, seed: int = 0, max_cuts: int = MAX_FIT_CUTS,
+              unit_width: Sequence[int] | None = None) -> QuadraticCount | None:
     """A `QuadraticCount` for `macs_of` (at most 1 + 2 G + |pairs| trial cuts), or None when it does not reproduce
-    `macs_of` exactly on `checks` random cuts within the limits (a layer whose count is not of that form), or
+    `macs_of` exactly on `checks` random cuts within the limits (`round_to` counted in `unit_width` channels, as
+    in `allocation.limit`), a layer whose count is not of that form, or
     when it would take more than `max_cuts` trial cuts (a DenseNet, whose every layer reads all earlier ones)."""
     if 1 + 2 * len(sizes) + len(pairs) + checks > max_cuts:
         return None
     try:
-        return _fit_count(sizes, macs_of, pairs, round_to, max_ratio, checks, seed)
+        return _fit_count(sizes, macs_of, pairs, round_to, max_ratio, checks, seed, unit_width)
     except Exception:  # noqa: BLE001 - a probe the oracle cannot cut: no fitted count, the trial cuts stay
         return None
 
 
-def _fit_count(sizes, macs_of, pairs, round_to, max_ratio, checks, seed) -> QuadraticCount | None:
+def _fit_count(sizes, macs_of, pairs, round_to, max_ratio, checks, seed, unit_width) -> QuadraticCount | None:
     offsets = offsets_of(sizes)
 
     def cut(counts: dict[int, int]) -> torch.Tensor:
@@ -112,7 +113,8 @@ def _fit_count(sizes, macs_of, pairs, round_to, max_ratio, checks, seed) -> Quad
     for _ in range(checks):
         share = torch.rand(len(sizes), generator=generator)[torch.repeat_interleave(
             torch.arange(len(sizes)), torch.tensor(list(sizes)))]
-        mask = limit(torch.rand(offsets[-1], generator=generator) < share, priority, sizes, round_to, max_ratio)
+        mask = limit(torch.rand(offsets[-1], generator=generator) < share, priority, sizes, round_to, max_ratio,
+                     unit_width)
         if count(mask) != macs_of(mask):
             return None
     return count
