@@ -228,4 +228,3 @@ def _restore_blocks(mask: torch.Tensor, priority: torch.Tensor, sizes: Sequence[
             if macs >= CLOSE_ENOUGH * target_macs:
                 break
     return mask
-

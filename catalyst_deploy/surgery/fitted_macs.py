@@ -76,8 +76,8 @@ def fit_count(sizes: Sequence[int], macs_of: MacsOracle, pairs: Sequence[tuple[i
               unit_width: Sequence[int] | None = None) -> QuadraticCount | None:
     """A `QuadraticCount` for `macs_of` (at most 1 + 2 G + |pairs| trial cuts), or None when it does not reproduce
     `macs_of` exactly on `checks` random cuts within the limits (`round_to` counted in `unit_width` channels, as
-    in `allocation.limit`), a layer whose count is not of that form, or
-    when it would take more than `max_cuts` trial cuts (a DenseNet, whose every layer reads all earlier ones)."""
+    in `allocation.limit`): a layer whose count is not of that form; or when a probe cannot be cut; or when the
+    fit would take more than `max_cuts` trial cuts (a DenseNet, whose every layer reads all earlier ones)."""
     if 1 + 2 * len(sizes) + len(pairs) + checks > max_cuts:
         return None
     try:
@@ -111,8 +111,7 @@ def _fit_count(sizes, macs_of, pairs, round_to, max_ratio, checks, seed, unit_wi
     generator = torch.Generator().manual_seed(seed)
     priority = torch.rand(offsets[-1], generator=generator)
     for _ in range(checks):
-        share = torch.rand(len(sizes), generator=generator)[torch.repeat_interleave(
-            torch.arange(len(sizes)), torch.tensor(list(sizes)))]
+        share = torch.rand(len(sizes), generator=generator)[count.group]
         mask = limit(torch.rand(offsets[-1], generator=generator) < share, priority, sizes, round_to, max_ratio,
                      unit_width)
         if count(mask) != macs_of(mask):
