@@ -28,14 +28,38 @@ class ChannelGate(nn.Module):
         self.register_buffer("chan", chan)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.s[self.chan]
         if self.sign is not None:
-            s = 1.0 + self.sign * (s - s.detach())
+            return _CatalystTerm.apply(x, self.s, self.chan, self.pos, self.dim, self.sign)
+        s = self.s[self.chan]
         factor = torch.ones(x.shape[self.dim], dtype=x.dtype, device=x.device)
         factor = factor.index_copy(0, self.pos, s.to(x.dtype))
         shape = [1] * x.dim()
         shape[self.dim] = -1
         return x * factor.view(shape)
+
+
+class _CatalystTerm(torch.autograd.Function):
+    """x times 1 + sign * (s - sg(s)) along `dim`, in one autograd node: the value is x, x's gradient passes
+    unchanged, and s[chan] receives sign * sum(x * dL/dx) over the channel's slice. The same numbers as
+    the composed operations (index, subtract, scale, index_copy, multiply), a third of their cost on
+    resnet50 (docs/method.md, "What it costs")."""
+
+    @staticmethod
+    def forward(ctx, x, s, chan, pos, dim, sign):
+        ctx.save_for_backward(x, chan, pos)
+        ctx.dim, ctx.sign, ctx.size, ctx.dtype = dim, sign, s.shape[0], s.dtype
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, chan, pos = ctx.saved_tensors
+        per_pos = grad * x
+        other = [d for d in range(x.dim()) if d != ctx.dim]
+        if other:
+            per_pos = per_pos.sum(dim=other)
+        grad_s = torch.zeros(ctx.size, dtype=ctx.dtype, device=per_pos.device)
+        grad_s.index_add_(0, chan, (ctx.sign * per_pos.index_select(0, pos)).to(ctx.dtype))
+        return grad, grad_s, None, None, None, None
 
 
 class Gates:
