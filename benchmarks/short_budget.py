@@ -45,6 +45,9 @@ RUNS = {  # a row of the table: the method and its settings ("catalyst": the pap
     "catalyst (default: the rewind setting, deadline 0.5)": ("catalyst", {}),
     "catalyst-gated": ("catalyst-gated", {}),
     "l1": ("l1", {}),
+    # data-driven baselines: how much do their sets agree across data orders at this budget?
+    "taylor": ("taylor", {}),
+    "depgraph": ("depgraph", {}),
 }
 SETTINGS = dict(model="zoo:fashion_small_resnet", data="demo", reg_epochs=1, recover_epochs=1, steps_per_epoch=30,
                 batch_size=64, threads=1, target_flops="0.5", device="cpu", checkpoint_every=0)
