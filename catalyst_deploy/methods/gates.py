@@ -41,7 +41,7 @@ class ChannelGate(nn.Module):
 class _CatalystTerm(torch.autograd.Function):
     """x times 1 + sign * (s - sg(s)) along `dim`, in one autograd node: the value is x, x's gradient passes
     unchanged, and s[chan] receives sign * sum(x * dL/dx) over the channel's slice. The same numbers as
-    the composed operations (index, subtract, scale, index_copy, multiply), a third of their cost on
+    the composed operations (index, subtract, scale, index_copy, multiply), half their cost on
     resnet50 (docs/method.md, "What it costs")."""
 
     @staticmethod
