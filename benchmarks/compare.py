@@ -31,7 +31,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from catalyst_deploy.methods.catalyst import LITERAL  # noqa: E402
+from catalyst_deploy.config import LITERAL  # noqa: E402 (torch-free: --help stays quick)
 
 DATA = f"fashion-mnist:{HERE.parents[1] / 'shared' / 'data' / 'fashion-mnist'}"
 METHODS = ["catalyst", "catalyst-gated", "depgraph", "l1", "group-lasso", "slimming", "taylor", "random"]
@@ -120,12 +120,13 @@ def run_config(args, method: str, setting: dict, budget: str, target: float, see
 
 
 def main(argv=None) -> int:
+    args = parse(argv)  # before torch is imported: --help and bad arguments answer at once
+
     import torch
 
     from compare_dense import dense_models
     from compare_runs import run_cached
 
-    args = parse(argv)
     torch.set_num_threads(args.threads)
     start = time.time()
     cache: dict[str, dict] = {}

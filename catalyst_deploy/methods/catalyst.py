@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from catalyst_deploy.config import LITERAL  # the literal reading's settings (re-exported: benchmarks and tests use it)
 from catalyst_deploy.errors import CatalystDeployError
 from catalyst_deploy.methods.base import Decision, ParamOverride, PruningMethod
 from catalyst_deploy.methods.gates import remove_gates
@@ -46,11 +47,7 @@ if TYPE_CHECKING:
     from catalyst_deploy.surgery.graph import ChannelGraph
 
 BYPASS_SIGN = {"minus": -1.0, "plus": 1.0, "none": 0.0}
-# The paper's formulation read literally, the defaults until the rewind setting measured better (docs/method.md,
-# "Which form is the default"): the split made by the dynamics alone. Benchmarks whose records were made with
-# those defaults and the property tests P1-P4 pin them.
-LITERAL = {"bypass": "none", "pressure": 0.02, "deadline": 0.8, "cost_aware": True, "center": False,
-           "center_groups": False, "rewind": False}
+__all__ = ["LITERAL", "CatalystRegularizer", "CatalystVariables", "ChannelNorms"]
 
 
 class CatalystVariables(nn.Module):
