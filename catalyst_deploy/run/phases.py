@@ -149,8 +149,9 @@ class PhaseRunner:
         self.log(f"{self.cfg.method}: setting up on {len(self.s.graph.groups)} channel groups")
         began = time.perf_counter()
         method.start(self.s.graph, self.s.budget, self.steps["regularize"])
-        if time.perf_counter() - began >= 2.0:
-            self.log(f"{self.cfg.method}: set up in {time.perf_counter() - began:.1f} s")
+        took = time.perf_counter() - began
+        if took >= 2.0:
+            self.log(f"{self.cfg.method}: set up in {took:.1f} s")
         return method
 
     def regularize(self, method, start: PhaseState, dense: nn.Module) -> torch.Tensor:
