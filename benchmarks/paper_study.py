@@ -59,6 +59,10 @@ VARIANTS = {
     "plus-center-group-d0.5-no-cost-rewind": ({"bypass": "plus", "center": True, "center_groups": True,
                                                "pressure": 0.0, "deadline": 0.5, "cost_aware": False, "rewind": True},
                                               "the same with the deadline compare.py select chose (the default)"),
+    "plus-center-group-d0.1-no-cost-rewind": ({"bypass": "plus", "center": True, "center_groups": True,
+                                               "pressure": 0.0, "deadline": 0.1, "cost_aware": False, "rewind": True},
+                                              "the default with the freeze at a tenth of the phase (a tenth of the "
+                                              "steps lost to recovery)"),
 }
 
 
