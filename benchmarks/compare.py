@@ -31,7 +31,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from catalyst_deploy.config import LITERAL  # noqa: E402 (torch-free: --help stays quick)
+from catalyst_deploy.method_table import LITERAL  # noqa: E402 (torch-free: --help stays quick)
 
 DATA = f"fashion-mnist:{HERE.parents[1] / 'shared' / 'data' / 'fashion-mnist'}"
 METHODS = ["catalyst", "catalyst-gated", "depgraph", "l1", "group-lasso", "slimming", "taylor", "random"]

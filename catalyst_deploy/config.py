@@ -55,13 +55,6 @@ class CatalystSettings:
                                   "dynamics pick the set, recovery starts undamaged; docs/method.md)")
 
 
-# The paper's formulation read literally, the defaults until the rewind setting measured better (docs/method.md,
-# "Which form is the default"): the split made by the dynamics alone. Benchmarks whose records were made with
-# those defaults and the property tests P1-P4 pin them.
-LITERAL = {"bypass": "none", "pressure": 0.02, "deadline": 0.8, "cost_aware": True, "center": False,
-           "center_groups": False, "rewind": False}
-
-
 @dataclass(frozen=True)
 class GatedCatalystSettings:
     """Knobs of the gated Catalyst (`--method catalyst-gated`; docs/method.md). Step sizes are proximal steps per

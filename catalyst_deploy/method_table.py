@@ -55,3 +55,10 @@ def get_method(name: str) -> MethodSpec:
 def method_help() -> str:
     """One entry per method for `--help`."""
     return "; ".join(f"{spec.name}: {spec.summary}" for spec in METHODS.values())
+
+
+# `--method catalyst` with the paper's formulation read literally (its `catalyst:` recipe section), the defaults
+# until the rewind setting measured better (docs/method.md, "Which form is the default"): the split made by the
+# dynamics alone. Benchmarks whose records were made with those defaults and the property tests P1-P4 pin them.
+LITERAL = {"bypass": "none", "pressure": 0.02, "deadline": 0.8, "cost_aware": True, "center": False,
+           "center_groups": False, "rewind": False}

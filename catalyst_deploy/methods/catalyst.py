@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from catalyst_deploy.config import LITERAL  # the literal reading's settings (re-exported: benchmarks and tests use it)
+from catalyst_deploy.method_table import LITERAL  # the literal reading's settings (re-exported: benchmarks and tests use it)
 from catalyst_deploy.errors import CatalystDeployError
 from catalyst_deploy.methods.base import Decision, ParamOverride, PruningMethod
 from catalyst_deploy.methods.gates import remove_gates
