@@ -3,8 +3,9 @@
 1. `catalyst-deploy demo` (the pretrained small ResNet shipped in the package, Catalyst to half its MACs,
    ONNX export, ORT CPU benchmark): wall time, MACs, params, accuracy at every stage, latency dense vs
    pruned at batch 1 and 8, all read back from the run's report.json.
-2. Catalyst update overhead per training step, both forms: torchvision resnet50, batch 8, 224x224, CPU: a
-   plain step, a step with the method attached, and its update (`after_step`).
+2. Catalyst update overhead per training step, each form: torchvision resnet50, batch 8, 224x224, CPU: a
+   plain step against a step with the method attached, its forward-pass terms or gates (paired differences),
+   `before_step` and `after_step` timed apart.
 
 The former `fashion` section (full Fashion-MNIST, small ResNet, --target-flops 0.5) is gone:
 benchmarks/compare.py covers full Fashion-MNIST for every method now.
@@ -90,7 +91,7 @@ def _counts(counts: dict, unit: float) -> str:
 
 # ---- Catalyst update overhead --------------------------------------------------------------------
 # (row, method, catalyst settings): the paper form read literally (LITERAL), the gated form, and the default (the
-# rewind setting: its `center` check counts the target's set by trial cuts every check_every steps; docs/method.md)
+# rewind setting: its `center` check counts the target's set with a MACs count fitted at the start; docs/method.md)
 FORMS = (("catalyst, read literally", "catalyst", LITERAL), ("catalyst-gated", "catalyst-gated", None),
          ("catalyst (default: rewind setting)", "catalyst", None))
 
