@@ -63,6 +63,7 @@ def test_the_catalyst_changes_nothing_the_model_computes_and_leaves_no_trace():
     assert torch.equal(model(x), before)
     out = model.train()(x)
     out.sum().backward()
+    method.task_gradient()
     assert method.delta.grad is not None and method.delta.grad.abs().sum() > 0, "the task reaches delta"
     method.finish(0)
     assert set(model.state_dict()) == keys and not model._forward_hooks
@@ -84,6 +85,7 @@ def test_the_catalyst_term_gives_delta_the_gradient_of_scaling_its_channels_valu
     x, y = torch.randn(6, 1, 28, 28), torch.randint(0, 10, (6,))
     method, _, _ = started(model, bypass=bypass)
     nn.functional.cross_entropy(model(x), y).backward()
+    method.task_gradient()
     graph = ChannelGraph(reference, EXAMPLE)
     e = torch.ones(graph.num_channels, requires_grad=True)
     owners = {id(p): m for m in reference.modules() for p in m.parameters(recurse=False)}
@@ -118,6 +120,7 @@ def test_the_catalyst_term_reaches_every_channel_of_a_transformer():
     method.start(graph, budget, 100)
     ref_graph, expected = ChannelGraph(reference, x[:1]), torch.zeros(graph.num_channels)  # as the method's copy
     nn.functional.cross_entropy(model(x), torch.arange(3)).backward()
+    method.task_gradient()
     nn.functional.cross_entropy(reference(x), torch.arange(3)).backward()
     for sl in ref_graph.producer_slices(skip_normalized=True):
         other = [d for d in range(sl.param.dim()) if d != sl.dim]

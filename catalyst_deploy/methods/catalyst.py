@@ -9,10 +9,11 @@ boundary c = delta/||F|| = 1, and sits in the forward pass: each producer's outp
 
     y + s * (delta_j - sg(delta_j)) * y          (sg: value-only copy; s = -1 "minus", +1 "plus")
 
-which changes no value (the model computes what it did) and lets the task loss reach delta_j. It is carried by
-the parameters that set y (a BN's scale and shift, or the rows and bias of a conv or linear no BN follows), each
-times 1 + s * (delta_j - sg(delta_j)): y is linear in them, so delta_j gets the same gradient, s * sum(y * dL/dy),
-for the cost of a parameter-sized product instead of an activation-sized one. The penalty is
+which changes no value (the model computes what it did) and lets the task loss reach delta_j: its gradient is
+s * sum(y * dL/dy). y is linear in the parameters theta that set it (a BN's scale and shift, or the rows and bias
+of a conv or linear no BN follows), so that sum is s * sum(theta * dL/dtheta) over them, and since the term
+changes no value, dL/dtheta is the gradient backward gives theta anyway: `task_gradient` takes it from there,
+so the term costs the forward and backward passes nothing and the model carries no hook. The penalty is
 
     lambda * sum_j w_j * delta_j * ||F_j||        (w_j: the MACs removing channel j saves, mean 1)
 
@@ -40,7 +41,6 @@ from torch import nn
 from catalyst_deploy.method_table import LITERAL  # the literal reading's settings (re-exported: benchmarks and tests use it)
 from catalyst_deploy.errors import CatalystDeployError
 from catalyst_deploy.methods.base import Decision, ParamOverride, PruningMethod
-from catalyst_deploy.methods.gates import remove_gates
 
 if TYPE_CHECKING:
     from catalyst_deploy.surgery.allocation import Budget
@@ -52,7 +52,8 @@ __all__ = ["LITERAL", "CatalystRegularizer", "CatalystVariables", "ChannelNorms"
 
 class CatalystVariables(nn.Module):
     """The catalyst delta (one per global channel), attached to the model during the phase only, so that the
-    optimizer, DDP and checkpoints see it; a buffer when no task gradient reaches it (bypass "none")."""
+    optimizer and checkpoints see it; a buffer when no task gradient reaches it (bypass "none"). DDP leaves
+    it alone: its gradient (`task_gradient`) comes from gradients DDP has averaged, the same on every rank."""
 
     def __init__(self, delta: torch.Tensor, trainable: bool):
         super().__init__()
@@ -113,7 +114,7 @@ class CatalystRegularizer(PruningMethod):
 
     def __init__(self, settings, base_lr: float):
         self.settings, self.base_lr = settings, base_lr
-        self.gated: list = []  # (module, parameter name) carrying the catalyst term
+        self.term: list = []  # the producer slices that set each channel's value (task_gradient)
         self.variables: CatalystVariables | None = None
         self.start_weights: dict | None = None
         self.rewound = False
@@ -124,7 +125,7 @@ class CatalystRegularizer(PruningMethod):
 
     # ---- set-up and tear-down -----------------------------------------------------------------------
     def start(self, graph: ChannelGraph, budget: Budget, steps: int) -> None:
-        from catalyst_deploy.methods.gates import channel_costs, gate_slices
+        from catalyst_deploy.methods.gates import channel_costs
         from catalyst_deploy.methods.invariance import column_positions
         from catalyst_deploy.methods.catalyst_schedule import CatalystSchedule
 
@@ -144,13 +145,17 @@ class CatalystRegularizer(PruningMethod):
         self.columns = column_positions(graph, device) if s.precondition else []
         self.variables = CatalystVariables(norm0.clone(), trainable=self.sign != 0.0)
         graph.model.add_module("catalyst_variables", self.variables)
-        if self.sign:  # the term, on the parameters that set each channel's value (module docstring)
-            self.gated = gate_slices(graph, self.variables.delta, self.sign)
+        if self.sign:  # the term, from the parameters that set each channel's value (module docstring)
+            self.term = graph.producer_slices(skip_normalized=True)
+            self.ddp_ignored = list(getattr(graph.model, "_ddp_params_and_buffers_to_ignore", ()))
+            torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+                graph.model, self.ddp_ignored + ["catalyst_variables.delta"])
         self.plan = CatalystSchedule(self, budget, s, steps)
 
     def detach_from_model(self) -> None:
-        remove_gates(self.gated)
-        self.gated = []
+        if self.term:  # DDP's list of what to leave alone, as it was
+            self.graph.model._ddp_params_and_buffers_to_ignore = self.ddp_ignored
+        self.term = []
         if self.variables is not None and hasattr(self.graph.model, "catalyst_variables"):
             delattr(self.graph.model, "catalyst_variables")
 
@@ -159,8 +164,7 @@ class CatalystRegularizer(PruningMethod):
         return self.variables.delta
 
     def param_overrides(self) -> list[ParamOverride]:
-        # F: no weight decay (the schedule's pressure is the only decay on it, relative, so magnitude-free);
-        # delta: none either (the penalty is its only pull)
+        # no weight decay on F (the pressure is its only decay, relative: magnitude-free), none on delta either
         out = [ParamOverride(tuple(self.F.params), weight_decay=0.0)]
         if self.sign:
             out.append(ParamOverride((self.variables.delta,), weight_decay=0.0))
@@ -168,13 +172,14 @@ class CatalystRegularizer(PruningMethod):
 
     # ---- per step ---------------------------------------------------------------------------------------
     def before_step(self) -> None:
-        """Precondition the task gradients so that a channel's magnitude does not change its dynamics: F's
-        gradient times ||F||^2/m and delta's times delta/m (m: its squared norm expected at initialisation), which
-        moves log||F|| and log delta by the same step for any magnitude, and the consumer columns' gradients as
-        in `methods.invariance`. A function-preserving rescale of a channel then changes nothing in how the
+        """delta's task gradient (`task_gradient`); then, until the freeze, precondition the task gradients so
+        that a channel's magnitude does not change its dynamics: F's gradient times ||F||^2/m and delta's times
+        delta/m (m: its squared norm expected at initialisation), which moves log||F|| and log delta by the same
+        step for any magnitude, and the consumer columns' gradients as in `methods.invariance`. A function-preserving rescale of a channel then changes nothing in how the
         model trains, nor in the dynamics of c (tests/test_catalyst.py, P2)."""
         from catalyst_deploy.methods.invariance import precondition_columns
 
+        self.task_gradient()
         if not self.settings.precondition or self.plan.frozen:
             return
         norms = self.F.norms()
@@ -183,6 +188,22 @@ class CatalystRegularizer(PruningMethod):
             with torch.no_grad():
                 self.delta.grad.mul_(self.delta.detach().abs() / self.unit)
         precondition_columns(self.columns)
+
+    def task_gradient(self) -> None:
+        """delta's task gradient, s * sum(theta * dL/dtheta) over the parameters theta that set each channel's
+        value (module docstring), from the gradients backward left in them; the optimizer steps delta with it."""
+        if not self.term:
+            return
+        grad = torch.zeros_like(self.delta)
+        with torch.no_grad():
+            for sl in self.term:
+                if sl.param.grad is None:
+                    continue
+                per_pos = sl.param.detach() * sl.param.grad
+                other = [d for d in range(per_pos.dim()) if d != sl.dim]
+                per_pos = per_pos.sum(dim=other) if other else per_pos
+                grad.index_add_(0, sl.chan, (self.sign * per_pos.index_select(0, sl.pos)).to(grad.dtype))
+        self.delta.grad = grad
 
     def after_step(self, lr: float, step: int) -> None:
         self.plan.after_step(step)

@@ -16,50 +16,21 @@ from catalyst_deploy.surgery.graph import ChannelGraph
 
 
 class ChannelGate(nn.Module):
-    """x * s[chan] along `dim` at positions `pos` (other positions unchanged). `s` is shared by all gates.
+    """x * s[chan] along `dim` at positions `pos` (other positions unchanged). `s` is shared by all gates."""
 
-    With a `sign` (the paper form's catalyst term), the factor is 1 + sign * (s - sg(s)): exactly 1 in value,
-    so the parameter is unchanged, while s[chan] receives sign * sum(x * dL/dx) over the channel's slice."""
-
-    def __init__(self, s: nn.Parameter, pos: torch.Tensor, chan: torch.Tensor, dim: int, sign: float | None = None):
+    def __init__(self, s: nn.Parameter, pos: torch.Tensor, chan: torch.Tensor, dim: int):
         super().__init__()
-        self.s, self.dim, self.sign = s, dim, sign
+        self.s, self.dim = s, dim
         self.register_buffer("pos", pos)
         self.register_buffer("chan", chan)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.sign is not None:
-            return _CatalystTerm.apply(x, self.s, self.chan, self.pos, self.dim, self.sign)
         s = self.s[self.chan]
         factor = torch.ones(x.shape[self.dim], dtype=x.dtype, device=x.device)
         factor = factor.index_copy(0, self.pos, s.to(x.dtype))
         shape = [1] * x.dim()
         shape[self.dim] = -1
         return x * factor.view(shape)
-
-
-class _CatalystTerm(torch.autograd.Function):
-    """x times 1 + sign * (s - sg(s)) along `dim`, in one autograd node: the value is x, x's gradient passes
-    unchanged, and s[chan] receives sign * sum(x * dL/dx) over the channel's slice. The same numbers as
-    the composed operations (index, subtract, scale, index_copy, multiply), half their cost on
-    resnet50 (docs/method.md, "What it costs")."""
-
-    @staticmethod
-    def forward(ctx, x, s, chan, pos, dim, sign):
-        ctx.save_for_backward(x, chan, pos)
-        ctx.dim, ctx.sign, ctx.size, ctx.dtype = dim, sign, s.shape[0], s.dtype
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, chan, pos = ctx.saved_tensors
-        per_pos = grad * x
-        other = [d for d in range(x.dim()) if d != ctx.dim]
-        if other:
-            per_pos = per_pos.sum(dim=other)
-        grad_s = torch.zeros(ctx.size, dtype=ctx.dtype, device=per_pos.device)
-        grad_s.index_add_(0, chan, (ctx.sign * per_pos.index_select(0, pos)).to(ctx.dtype))
-        return grad, grad_s, None, None, None, None
 
 
 class Gates:
@@ -89,14 +60,14 @@ def attach_gates(graph: ChannelGraph, device) -> Gates:
     return Gates(s, gate_slices(graph, s))
 
 
-def gate_slices(graph: ChannelGraph, s: torch.Tensor, sign: float | None = None) -> list[tuple[nn.Module, str]]:
+def gate_slices(graph: ChannelGraph, s: torch.Tensor) -> list[tuple[nn.Module, str]]:
     """Register a `ChannelGate` of `s` on every producer slice of `graph` that sets a channel's value (a
     BN's scale and shift; a conv or linear no BN follows: its rows and bias); returns (module, name) of each."""
     owners = {id(p): (m, n) for m in graph.model.modules() for n, p in m.named_parameters(recurse=False)}
     attached = []
     for sl in graph.producer_slices(skip_normalized=True):
         module, name = owners[id(sl.param)]
-        parametrize.register_parametrization(module, name, ChannelGate(s, sl.pos, sl.chan, sl.dim, sign))
+        parametrize.register_parametrization(module, name, ChannelGate(s, sl.pos, sl.chan, sl.dim))
         attached.append((module, name))
     return attached
 
