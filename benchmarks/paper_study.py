@@ -63,6 +63,16 @@ VARIANTS = {
                                                "pressure": 0.0, "deadline": 0.1, "cost_aware": False, "rewind": True},
                                               "the default with the freeze at a tenth of the phase (a tenth of the "
                                               "steps lost to recovery)"),
+    # with rewind the freeze is forced and the set is cut from the phase's starting weights: the proximal steps
+    # only shape the order of log c, and their bifurcation amplifies whatever order the first checks had
+    "plus-center-group-d0.5-no-cost-rewind-s0.4": ({"bypass": "plus", "center": True, "center_groups": True,
+                                                   "pressure": 0.0, "deadline": 0.5, "cost_aware": False,
+                                                   "rewind": True, "strength": 0.4},
+                                                  "the default with a tenth of the strength"),
+    "plus-center-group-d0.5-no-cost-rewind-s0.04": ({"bypass": "plus", "center": True, "center_groups": True,
+                                                    "pressure": 0.0, "deadline": 0.5, "cost_aware": False,
+                                                    "rewind": True, "strength": 0.04},
+                                                   "the default with a hundredth of the strength"),
 }
 
 
