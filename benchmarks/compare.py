@@ -53,8 +53,10 @@ LONG_BUDGET_CUT = {"l1": "start", "random": "start", "taylor": "early"}
 
 # Candidate settings per method, every knob explicit (a cached run stays valid when a default changes).
 # Catalyst (the paper's form): how the task reaches the catalyst (no term, or the forward-pass term with a minus
-# sign) x the prune pressure. Its strength (the sum of eta*lambda) is not a candidate: at the selection budget the
-# per-step cap binds, so every strength would run the same steps; it stays at its default, 4.
+# sign) x the prune pressure, at strength 4 (the sum of eta*lambda by the deadline). The rewind setting: its
+# deadline and strength, each pair one the step cap (step_cap) does not bind here, so that the selection runs the
+# strength the long budget runs (strength 4 ran 0.84 here with the freeze at half the phase, 215 steps, and 0.41
+# at a quarter, but 4 and 3.4 on the long budget's 1720 and 860; docs/method.md, "Which form is the default").
 # The gated form: its schedule's step_max at its earlier chosen deadline, gates at the base learning rate and
 # plain SGD (faster gates were measured in method_study.py: they lose the fair chance or let the freeze, not the
 # dynamics, make the set). The regularized baselines' strengths come in two rounds (the finer one, 3e-4 and 3e-3,
@@ -66,7 +68,8 @@ REWIND = {"bypass": "plus", "center": True, "center_groups": True, "pressure": 0
           "rewind": True, "strength": 4.0}
 GRID: dict[str, list[dict]] = {
     "catalyst": [{"catalyst": {"bypass": b, "pressure": p, "strength": 4.0}} for b in ("none", "minus")
-                 for p in (0.02, 0.1)] + [{"catalyst": {**REWIND, "deadline": d}} for d in (0.25, 0.5)],
+                 for p in (0.02, 0.1)] + [{"catalyst": {**REWIND, "deadline": d, "strength": st}}
+                                          for d, st in ((0.25, 0.4), (0.5, 0.4), (0.5, 0.8))],
     "catalyst-gated": [{"catalyst_gated": {"step_max": m, **GATED}} for m in (0.05, 0.2)],
     "group-lasso": [{"reg_strength": r} for r in (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)],
     "depgraph": [{"reg_strength": r} for r in (1e-4, 5e-4, 2e-3)],  # around torch-pruning's own default, 5e-4

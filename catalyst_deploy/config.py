@@ -35,7 +35,7 @@ class CatalystSettings:
                           choices=("minus", "plus", "none"))
     precondition: bool = setting(True, "scale the task gradient of F and delta by their size, so that a channel's "
                                        "magnitude does not change its dynamics (docs/method.md)")
-    strength: float = setting(4.0, "sum of the proximal steps eta*lambda by the deadline", lo=0.0, lo_open=True)
+    strength: float = setting(0.4, "sum of the proximal steps eta*lambda by the deadline", lo=0.0, lo_open=True)
     step_cap: float = setting(0.01, "largest proximal step eta*lambda (a short phase ends with the split as far as "
                                     "it got)", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
     pressure: float = setting(0.0, "sum of the relative decay of F by the deadline (tips undefended channels "
