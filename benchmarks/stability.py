@@ -3,6 +3,8 @@ every method, and for one process against two under torchrun (issue 16, item 5).
 
     python benchmarks/stability.py --cache /work/cache      # from the cached runs; runs nothing
     python benchmarks/stability.py --cache benchmarks/compare_records benchmarks/study_records   # both dense models
+    python benchmarks/stability.py --cache benchmarks/compare_records benchmarks/study_records \
+        --variants plus-center-group-d0.5-no-cost-rewind-s0.4      # and the Catalyst default's paper_study runs
 
 Sources (each made by its own script, which this one only reads):
 - the long budget (8+4 epochs, compare.py's narrow model): the runs of `compare.py final --budgets 8+4
@@ -62,6 +64,31 @@ def long_budget_records(cache: Path, methods: list[str], targets: list[float]) -
     return out
 
 
+def variant_records(cache: Path, variants: list[str], targets: list[float]) -> list[dict]:
+    """One record per (paper_study.py variant, target) whose three data-order runs are cached in `cache` (which
+    must hold the narrow dense model's file: paper_study starts every run from it)."""
+    from types import SimpleNamespace
+
+    import paper_study
+    from long_budget import narrow_channels
+
+    total, out = narrow_channels(), []
+    for name, target in itertools.product(variants, targets):
+        try:
+            records = [paper_study.run(SimpleNamespace(cache=cache, report=True), name, "8+4", target, seed)
+                       for seed in LONG_SEEDS]
+        except SystemExit as missing:
+            print(f"{name} 8+4 t{target:g}: {missing}, left out", flush=True)
+            continue
+        mean, low = overlap([r["pruned"] for r in records], total)
+        out.append({"method": f"catalyst: {name}", "budget": "8+4", "target": target,
+                    "mean_pairwise_jaccard": round(mean, 4), "min_pairwise_jaccard": round(low, 4),
+                    "seeds": list(LONG_SEEDS), "dense_seed": 0, "final": [r["acc_final"] for r in records],
+                    "channels": total, "acc_dense": records[0]["acc_dense"],
+                    "source": f"paper_study.py --variants {name} (records: {cache})"})
+    return out
+
+
 def short_budget_records() -> list[dict]:
     path = HERE / "short_budget.json"
     if not path.is_file():
@@ -92,7 +119,10 @@ def section(records: list[dict]) -> str:
              f"Commit {git_commit()}. From the cached runs of compare.py (long budget: one dense model, seed 0's, "
              "three data-order seeds 0, 1, 2), short_budget.py (the shipped demo model, seeds 4, 5, 6) and "
              "distributed.py (the same seed, one process against two gloo ranks). Jaccard overlap of the kept "
-             "channel sets; two random halves overlap about 0.33. Goal (issue 16): at least 0.9 for Catalyst.", "",
+             "channel sets; two random halves overlap about 0.33. Goal (issue 16): at least 0.9 for Catalyst. Rows "
+             "`catalyst: NAME` are paper_study.py's runs of that setting from the same dense model (the default "
+             "is plus-center-group-d0.5-no-cost-rewind-s0.4); rows `catalyst` run the setting selection.json "
+             "names, chosen before the rewind setting existed.", "",
              "| budget | target | method | seeds or processes | mean pairwise Jaccard | min | final accuracy (%) | dense |",
              "|---|---|---|---|---|---|---|---|"]
     for r in records:
@@ -111,9 +141,15 @@ def main(argv=None) -> int:
                         "has a cache of its own, and each record names its dense model's accuracy")
     p.add_argument("--methods", nargs="+", default=["catalyst", "catalyst-gated", "l1", "taylor", "depgraph", "random"])
     p.add_argument("--targets", type=float, nargs="+", default=[0.3, 0.15])
+    p.add_argument("--variants", nargs="*", default=[],
+                   help="paper_study.py variants (the Catalyst default's among them) as rows of their own, from "
+                        "--variant-cache")
+    p.add_argument("--variant-cache", type=Path, default=HERE / "study_records",
+                   help="the cache paper_study.py ran in (it holds the narrow dense model's file)")
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args(argv)
     records = [r for cache in args.cache for r in long_budget_records(cache, args.methods, args.targets)]
+    records += variant_records(args.variant_cache, args.variants, args.targets) if args.variants else []
     records += short_budget_records() + torchrun_records()
     if not args.no_write:
         (HERE / "stability.json").write_text(json.dumps({"commit": git_commit(), "records": records}, indent=1))
