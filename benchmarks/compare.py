@@ -69,7 +69,8 @@ REWIND = {"bypass": "plus", "center": True, "center_groups": True, "pressure": 0
 GRID: dict[str, list[dict]] = {
     "catalyst": [{"catalyst": {"bypass": b, "pressure": p, "strength": 4.0}} for b in ("none", "minus")
                  for p in (0.02, 0.1)] + [{"catalyst": {**REWIND, "deadline": d, "strength": st}}
-                                          for d, st in ((0.25, 0.4), (0.5, 0.4), (0.5, 0.8))],
+                                          for d, st in ((0.25, 0.4), (0.5, 0.4), (0.5, 0.8))]
+                + [{"catalyst": {**REWIND, "deadline": 0.5, "strength": 0.4, "rewind": False}}],
     "catalyst-gated": [{"catalyst_gated": {"step_max": m, **GATED}} for m in (0.05, 0.2)],
     "group-lasso": [{"reg_strength": r} for r in (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)],
     "depgraph": [{"reg_strength": r} for r in (1e-4, 5e-4, 2e-3)],  # around torch-pruning's own default, 5e-4
