@@ -58,7 +58,7 @@ def test_the_catalyst_changes_nothing_the_model_computes_and_leaves_no_trace():
     model = small_resnet(in_channels=1, num_classes=10, widths=(8, 16, 16)).eval()
     x = torch.randn(4, 1, 28, 28)
     before = model(x)
-    keys = set(model.state_dict())
+    keys, attributes = set(model.state_dict()), set(vars(model))
     method, _, _ = started(model, bypass="minus")
     assert torch.equal(model(x), before)
     out = model.train()(x)
@@ -67,6 +67,7 @@ def test_the_catalyst_changes_nothing_the_model_computes_and_leaves_no_trace():
     assert method.delta.grad is not None and method.delta.grad.abs().sum() > 0, "the task reaches delta"
     method.finish(0)
     assert set(model.state_dict()) == keys and not model._forward_hooks
+    assert set(vars(model)) == attributes  # a saved model pickles its attributes: a resumed run saves the same bytes
     assert all(not m._forward_hooks for m in model.modules())
 
 

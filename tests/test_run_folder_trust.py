@@ -226,3 +226,26 @@ def test_a_crafted_input_shape_in_model_json_is_refused(tmp_path, finished_run, 
         ["export", str(run), "--format", "onnx", "--out", str(work / "m.onnx")]
     refused(cli(*args, timeout=120), "model.json")
     assert snapshot(tmp_path) == before
+
+
+def test_a_file_is_named_in_the_marker_before_it_appears_and_unnamed_when_its_write_fails(tmp_path):
+    """A kill -9 between a file's rename into place and the marker's update must not leave a file of the run
+    the marker does not name: `--resume` would refuse the folder as holding foreign files. So the marker
+    names the file before the rename; a write that fails leaves it unnamed (nothing of it is in the folder)."""
+    folder = claim_run_folder(tmp_path / "run")
+    listed = lambda: json.loads((tmp_path / "run" / MARKER).read_text())["files"]  # noqa: E731
+
+    def write(tmp: Path) -> None:
+        assert not (tmp_path / "run" / "plan.json").exists() and "plan.json" in listed()
+        tmp.write_text("{}")
+    folder.write_with("plan.json", write)
+    assert (tmp_path / "run" / "plan.json").read_text() == "{}" and "plan.json" in listed()
+
+    def broken(tmp: Path) -> None:
+        raise OSError("disk full")
+    with pytest.raises(OSError):
+        folder.write_with("report.json", broken)
+    assert "report.json" not in listed() and not (tmp_path / "run" / "report.json").exists()
+    assert "plan.json" in listed()
+    folder.fail(remove_written=True)
+    assert not (tmp_path / "run").exists()

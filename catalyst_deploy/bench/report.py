@@ -18,6 +18,7 @@ bench.json (schema "catalyst-deploy/bench/1"; keys are stable, values null when 
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,9 +134,7 @@ def write_bench_files(report: BenchReport, out_dir: str | Path, folder=None) -> 
                "latency.png": lambda tmp: latency_png(report, tmp)}
     paths = {}
     for name, write in writers.items():
-        with atomic_path(out_dir / name) as tmp:
-            write(tmp)
-        if folder is not None:
-            folder.record(name)
+        with folder.writing([name]) if folder is not None else nullcontext(), atomic_path(out_dir / name) as tmp:
+            write(tmp)  # named in the marker before the file appears (RunFolder.writing)
         paths[name] = out_dir / name
     return paths

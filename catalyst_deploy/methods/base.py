@@ -132,3 +132,21 @@ class PruningMethod(abc.ABC):
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what `state_dict` returned (after `start`)."""
+
+
+def leave_out_of_ddp(model: nn.Module, names: list[str]):
+    """Tell DDP to leave the parameters `names` of `model` alone (a method's variable that no forward pass uses,
+    whose gradient the method computes itself); returns the function that undoes it, leaving no trace on the
+    model (a saved model pickles its attributes: a resumed run must save the same bytes)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    attribute = "_ddp_params_and_buffers_to_ignore"  # where DDP looks (torch's documented workaround)
+    before = getattr(model, attribute, None)
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, list(before or ()) + names)
+
+    def undo() -> None:
+        if before is None:
+            delattr(model, attribute)
+        else:
+            setattr(model, attribute, before)
+    return undo

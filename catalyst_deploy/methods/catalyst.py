@@ -40,7 +40,7 @@ from torch import nn
 
 from catalyst_deploy.method_table import LITERAL  # the literal reading's settings (re-exported: benchmarks and tests use it)
 from catalyst_deploy.errors import CatalystDeployError
-from catalyst_deploy.methods.base import Decision, ParamOverride, PruningMethod
+from catalyst_deploy.methods.base import Decision, ParamOverride, PruningMethod, leave_out_of_ddp
 
 if TYPE_CHECKING:
     from catalyst_deploy.surgery.allocation import Budget
@@ -147,14 +147,12 @@ class CatalystRegularizer(PruningMethod):
         graph.model.add_module("catalyst_variables", self.variables)
         if self.sign:  # the term, from the parameters that set each channel's value (module docstring)
             self.term = graph.producer_slices(skip_normalized=True)
-            self.ddp_ignored = list(getattr(graph.model, "_ddp_params_and_buffers_to_ignore", ()))
-            torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
-                graph.model, self.ddp_ignored + ["catalyst_variables.delta"])
+            self.undo_ddp = leave_out_of_ddp(graph.model, ["catalyst_variables.delta"])
         self.plan = CatalystSchedule(self, budget, s, steps)
 
     def detach_from_model(self) -> None:
-        if self.term:  # DDP's list of what to leave alone, as it was
-            self.graph.model._ddp_params_and_buffers_to_ignore = self.ddp_ignored
+        if self.term:
+            self.undo_ddp()
         self.term = []
         if self.variables is not None and hasattr(self.graph.model, "catalyst_variables"):
             delattr(self.graph.model, "catalyst_variables")

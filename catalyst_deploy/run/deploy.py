@@ -40,8 +40,10 @@ def export_one(fmt: str, model, example, folder, stem: str, report, log, plan=No
     options = export_options(report.config["export"], fmt)
     extras = {"plan": plan} if fmt == "torch" and plan is not None else {"metadata": metadata} if fmt == "onnx" and metadata else {}
     log(f"exporting {fmt} -> {name}")
+    written = [p.name for p in output_paths(fmt, folder.file(name), with_plan=plan is not None and fmt == "torch")]
     try:
-        result = export_model(model, fmt, folder.file(name), example, **options, **extras)
+        with folder.writing(written):  # named in the marker before the files appear (RunFolder.writing)
+            result = export_model(model, fmt, folder.file(name), example, **options, **extras)
     except Exception as err:  # any failure of one format (a runtime's own error too) is that format's result
         text = str(err).strip().splitlines()[0] if str(err).strip() else ""
         message = text if isinstance(err, CatalystDeployError) else f"{type(err).__name__}: {text}"
@@ -49,8 +51,6 @@ def export_one(fmt: str, model, example, folder, stem: str, report, log, plan=No
             report.exports[fmt] = {"error": message}
         log(f"{fmt} export failed: {message}")
         return None
-    for path in output_paths(fmt, folder.file(name), with_plan=plan is not None and fmt == "torch"):
-        folder.record(path.name)
     if stem == "model":
         report.exports[fmt] = {"path": name, "max_abs_diff": result.max_abs_diff, "atol": result.atol}
     return folder.file(name)

@@ -3,9 +3,8 @@
 A run folder carries a marker file (``.catalyst-deploy-run.json``, `marker`) naming the tool, the run's
 kind and status (running, done, failed) and every file the run wrote. The rules for ``--out``:
 
-- a new folder, or an empty one: used;
-- an earlier run of this tool of the same kind: ``--overwrite`` replaces it and ``--resume`` continues it
-  when it did not finish;
+- a new folder, or an empty one: used; an earlier run of this tool of the same kind: ``--overwrite`` replaces
+  it and ``--resume`` continues it when it did not finish;
 - anything else (files this tool did not write, a marker listing such files, a symlinked folder or
   ``checkpoints/``, a file, the current project): refused, whatever the flag;
 - it may not equal, contain or sit inside an input (the model file, the weights, the data folder).
@@ -13,11 +12,9 @@ kind and status (running, done, failed) and every file the run wrote. The rules 
 One process at a time writes a folder (`folderlock`). ``--overwrite`` does not erase first: the new run
 writes beside the old files, each of its writes replaces the old file of that name, and the old run's other
 files go once the new run has written its model (`drop_previous`) or finished. A new run that fails before
-writing anything leaves the old run as it was.
-
-    folder = claim_run_folder(Path("runs/r18"), inputs=[Path("model.pt")], overwrite=False)
-    folder.write_text("plan.json", text)         # atomic, recorded in the marker
-    folder.finish()                              # status done
+writing anything leaves the old run as it was. Usage: ``folder = claim_run_folder(Path("runs/r18"),
+inputs=[Path("model.pt")], overwrite=False)``, ``folder.write_text("plan.json", text)`` (atomic, recorded in
+the marker), ``folder.finish()`` (status done).
 """
 
 from __future__ import annotations
@@ -28,7 +25,8 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
 from catalyst_deploy.atomic import atomic_path
 from catalyst_deploy.errors import UsageError
@@ -41,8 +39,7 @@ __all__ = ["CHECKPOINTS", "MARKER", "RunFolder", "check_not_an_input", "claim_ru
 
 
 def next_free_folder(base: str | Path) -> Path:
-    """`base` when it does not exist, else the first of base-2, base-3, ... that does not (as training
-    tools number their runs): the default output of `demo` and of `prune` without --out."""
+    """`base` if free, else the first free base-2, base-3, ... (the default --out of `demo` and `prune`)."""
     base = Path(base)
     if not base.exists():
         return base
@@ -80,13 +77,24 @@ class RunFolder:
         self._write_marker()
         return self.path / name
 
+    @contextmanager
+    def writing(self, names: list[str]) -> Iterator[None]:
+        """Around a write of `names`: listed before they appear (a kill in between leaves a listed name, never an
+        unlisted file `--resume` would refuse as foreign); un-listed when the write fails and left no file."""
+        for name in names:
+            self.record(name)
+        try:
+            yield
+        except BaseException:
+            self.files = [f for f in self.files if f not in names or (self.path / f).exists()]
+            self._write_marker()
+            raise
+
     def write_with(self, name: str, write: Callable[[Path], None]) -> Path:
-        """Write `name` atomically with `write(temp_path)` and record it."""
-        target = self.path / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(target) as tmp:
+        """Write `name` atomically with `write(temp_path)`, recorded (`writing`)."""
+        with self.writing([name]), atomic_path(self.path / name) as tmp:
             write(tmp)
-        return self.record(name)
+        return self.path / name
 
     def write_text(self, name: str, text: str) -> Path:
         return self.write_with(name, lambda tmp: tmp.write_text(text))
@@ -100,8 +108,7 @@ class RunFolder:
         self._write_marker()
 
     def finish(self, status: str = "done") -> None:
-        """Mark the run `status` and let go of the folder; a finished run no longer needs checkpoints (its own
-        or the replaced run's), nor the replaced run's other files."""
+        """Mark the run `status`, let go of the folder; done: no checkpoints stay, nor the replaced run's files."""
         if status == "done":
             self.drop_previous(checkpoints=True)
             for name in [f for f in self.files if f.startswith(CHECKPOINTS + "/")]:
@@ -114,9 +121,8 @@ class RunFolder:
 
     def fail(self, remove_written: bool) -> None:
         """End a failed run. With `remove_written` the files it wrote go (bench: nothing half-done stays);
-        otherwise everything stays, marked failed (prune: the model and checkpoints are what `--resume`
-        finishes from). A run that leaves nothing of its own gives the folder back as it found it: the
-        replaced run's marker, or no marker, and no folder if this run made it."""
+        otherwise everything stays, marked failed (prune: what `--resume` finishes from). A run that leaves
+        nothing gives the folder back as it found it (the replaced run's marker or none; no folder it made)."""
         if remove_written:
             for name in self.files:
                 _unlink_regular(self.path / name)
@@ -150,11 +156,8 @@ class RunFolder:
 
 def claim_run_folder(out: str | Path, *, inputs: Iterable[str | Path | None] = (), overwrite: bool = False,
                      resume: bool = False, kind: str = "prune", settings: dict | None = None) -> RunFolder:
-    """Check `out` against the rules of this module, lock it, and return it as this run's folder.
-
-    With `resume`, the folder must hold an unfinished run of the same `kind`; its recorded files are kept.
-    Raises UsageError naming what is wrong and what to do.
-    """
+    """Check `out` against the rules of this module, lock it, and return it as this run's folder. With `resume`,
+    it must hold an unfinished run of the same `kind` (its files are kept). UsageError says what is wrong."""
     path = Path(out).expanduser().absolute()
     check_not_an_input(path, inputs, "--out")
     if path.is_symlink() or (path.exists() and not path.is_dir()):
@@ -194,8 +197,7 @@ def reopen_finished(out: str | Path) -> RunFolder:
 
 
 def _usable(path: Path, out, resume: bool) -> dict | None:
-    """The marker of the run in `path` (None for an empty folder); UsageError when the folder holds anything
-    this tool did not write, or a marker it cannot trust."""
+    """The marker in `path` (None: empty); UsageError for anything this tool did not write or cannot trust."""
     contents = sorted(p.name for p in path.iterdir() if p.name != LOCK)
     if not contents:
         if resume:
