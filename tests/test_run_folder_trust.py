@@ -247,5 +247,12 @@ def test_a_file_is_named_in_the_marker_before_it_appears_and_unnamed_when_its_wr
         folder.write_with("report.json", broken)
     assert "report.json" not in listed() and not (tmp_path / "run" / "report.json").exists()
     assert "plan.json" in listed()
+    (tmp_path / "run" / "report.md").write_text("the replaced run's")  # a file of the run being replaced
+    folder.previous.append("report.md")
+    with pytest.raises(OSError):
+        folder.write_with("report.md", broken)
+    assert folder.previous == ["report.md"] and "report.md" not in folder.files  # still the old run's, not ours
+    folder.previous.clear()
+    (tmp_path / "run" / "report.md").unlink()
     folder.fail(remove_written=True)
     assert not (tmp_path / "run").exists()

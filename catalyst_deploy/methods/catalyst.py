@@ -118,6 +118,7 @@ class CatalystRegularizer(PruningMethod):
         self.variables: CatalystVariables | None = None
         self.start_weights: dict | None = None
         self.rewound = False
+        self.undo_ddp = None  # set while delta is left out of DDP (start)
 
     @classmethod
     def from_config(cls, cfg) -> CatalystRegularizer:
@@ -151,8 +152,9 @@ class CatalystRegularizer(PruningMethod):
         self.plan = CatalystSchedule(self, budget, s, steps)
 
     def detach_from_model(self) -> None:
-        if self.term:
+        if self.undo_ddp is not None:
             self.undo_ddp()
+            self.undo_ddp = None
         self.term = []
         if self.variables is not None and hasattr(self.graph.model, "catalyst_variables"):
             delattr(self.graph.model, "catalyst_variables")

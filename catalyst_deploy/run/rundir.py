@@ -12,9 +12,8 @@ kind and status (running, done, failed) and every file the run wrote. The rules 
 One process at a time writes a folder (`folderlock`). ``--overwrite`` does not erase first: the new run
 writes beside the old files, each of its writes replaces the old file of that name, and the old run's other
 files go once the new run has written its model (`drop_previous`) or finished. A new run that fails before
-writing anything leaves the old run as it was. Usage: ``folder = claim_run_folder(Path("runs/r18"),
-inputs=[Path("model.pt")], overwrite=False)``, ``folder.write_text("plan.json", text)`` (atomic, recorded in
-the marker), ``folder.finish()`` (status done).
+writing anything leaves the old run as it was. ``folder = claim_run_folder(Path("r18"), inputs=[Path("m.pt")])``,
+``folder.write_text("plan.json", text)`` (atomic, recorded in the marker), ``folder.finish()`` (status done).
 """
 
 from __future__ import annotations
@@ -80,13 +79,15 @@ class RunFolder:
     @contextmanager
     def writing(self, names: list[str]) -> Iterator[None]:
         """Around a write of `names`: listed before they appear (a kill in between leaves a listed name, never an
-        unlisted file `--resume` would refuse as foreign); un-listed when the write fails and left no file."""
+        unlisted file `--resume` would refuse as foreign); the lists as they were when the write fails."""
+        before = (list(self.files), list(self.previous))
         for name in names:
             self.record(name)
         try:
             yield
-        except BaseException:
-            self.files = [f for f in self.files if f not in names or (self.path / f).exists()]
+        except BaseException:  # back as it was, plus the new files the failed write left (this run's)
+            self.files, self.previous = before
+            self.files += [n for n in names if (self.path / n).exists() and n not in self.files + self.previous]
             self._write_marker()
             raise
 
@@ -156,8 +157,7 @@ class RunFolder:
 
 def claim_run_folder(out: str | Path, *, inputs: Iterable[str | Path | None] = (), overwrite: bool = False,
                      resume: bool = False, kind: str = "prune", settings: dict | None = None) -> RunFolder:
-    """Check `out` against the rules of this module, lock it, and return it as this run's folder. With `resume`,
-    it must hold an unfinished run of the same `kind` (its files are kept). UsageError says what is wrong."""
+    """`out` checked against this module's rules and locked (`resume`: an unfinished `kind` run, kept); UsageError."""
     path = Path(out).expanduser().absolute()
     check_not_an_input(path, inputs, "--out")
     if path.is_symlink() or (path.exists() and not path.is_dir()):
