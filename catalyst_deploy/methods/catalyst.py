@@ -175,8 +175,9 @@ class CatalystRegularizer(PruningMethod):
         """delta's task gradient (`task_gradient`); then, until the freeze, precondition the task gradients so
         that a channel's magnitude does not change its dynamics: F's gradient times ||F||^2/m and delta's times
         delta/m (m: its squared norm expected at initialisation), which moves log||F|| and log delta by the same
-        step for any magnitude, and the consumer columns' gradients as in `methods.invariance`. A function-preserving rescale of a channel then changes nothing in how the
-        model trains, nor in the dynamics of c (tests/test_catalyst.py, P2)."""
+        step for any magnitude, and the consumer columns' gradients as in `methods.invariance`. A
+        function-preserving rescale of a channel then changes nothing in how the model trains, nor in the
+        dynamics of c (tests/test_catalyst.py, P2)."""
         from catalyst_deploy.methods.invariance import precondition_columns
 
         self.task_gradient()
@@ -190,8 +191,7 @@ class CatalystRegularizer(PruningMethod):
         precondition_columns(self.columns)
 
     def task_gradient(self) -> None:
-        """delta's task gradient, s * sum(theta * dL/dtheta) over the parameters theta that set each channel's
-        value (module docstring), from the gradients backward left in them; the optimizer steps delta with it."""
+        """delta.grad = s * sum(theta * dL/dtheta) over the parameters setting each channel's value (module doc)."""
         if not self.term:
             return
         grad = torch.zeros_like(self.delta)
