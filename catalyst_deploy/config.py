@@ -42,8 +42,8 @@ class CatalystSettings:
                                     "to c > 1)", lo=0.0)
     c_hi: float = setting(1e3, "freeze once the channels at c >= c_hi (F ~ 0) cover the target", lo=1.0, lo_open=True)
     check_every: int = setting(10, "optimizer steps between two looks at the channels", lo=1)
-    deadline: float = setting(0.5, "freeze at the latest after this share of the regularized phase", lo=0.0,
-                              hi=1.0, lo_open=True)
+    deadline: float = setting(0.5, "freeze at the latest after this share of the phase", lo=0.0, hi=1.0, lo_open=True)
+    window_epochs: float = setting(1.0, "freeze at the latest after this many epochs too (0: deadline only)", lo=0.0)
     cost_aware: bool = setting(False, "weigh each channel's penalty by the MACs its removal saves")
     freeze_step: float = setting(0.05, "proximal step that drives the frozen prune set to zero", lo=0.0, hi=1.0,
                                  lo_open=True, hi_open=True)

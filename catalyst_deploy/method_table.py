@@ -60,5 +60,5 @@ def method_help() -> str:
 # `--method catalyst` with the paper's formulation read literally (its `catalyst:` recipe section), the defaults
 # until the rewind setting measured better (docs/method.md, "Which form is the default"): the split made by the
 # dynamics alone. Benchmarks whose records were made with those defaults and the property tests P1-P4 pin them.
-LITERAL = {"bypass": "none", "pressure": 0.02, "strength": 4.0, "deadline": 0.8, "cost_aware": True,
-           "center": False, "center_groups": False, "rewind": False}
+LITERAL = {"bypass": "none", "pressure": 0.02, "strength": 4.0, "deadline": 0.8, "window_epochs": 0.0,
+           "cost_aware": True, "center": False, "center_groups": False, "rewind": False}

@@ -343,6 +343,21 @@ def test_rewind_cuts_the_set_from_the_weights_the_phase_started_with(demo_loader
     assert decision.mask.any() and bool((norms[decision.mask] == 0).all()), "the prune set: F = 0, a lossless cut"
 
 
+@pytest.mark.parametrize("window, frozen_at", [(1.0, 5), (2.0, 10), (0.0, 15)])
+def test_the_freeze_comes_after_window_epochs_passes_over_the_data_at_the_latest(tmp_path, window, frozen_at):
+    """`window_epochs` counts passes over the training data (5 steps here), whatever the phase's length: a
+    30-step phase with the deadline at half of it freezes at step 15 without a window, at 5 and 10 with one
+    and two epochs. Through the pipeline: the runner tells the method how long an epoch is."""
+    from catalyst_deploy import api
+
+    cfg = api.load_config(model="zoo:tiny_cnn", out=str(tmp_path / "w"), data="demo", train_limit=512,
+                          test_limit=128, batch_size=64, steps_per_epoch=5, reg_epochs=6, recover_epochs=0.2,
+                          device="cpu", lr=0.02, method="catalyst",
+                          catalyst={"deadline": 0.5, "window_epochs": window, "check_every": 1})
+    split = api.prune(cfg, log=lambda _m: None).method["split"]
+    assert split["forced"] and split["step"] == frozen_at, split
+
+
 def test_a_resumed_run_rewinds_to_the_weights_the_interrupted_one_started_with():
     """A checkpoint carries the start weights of `rewind` (a resumed run starts from trained weights, which are
     not the ones to give back); one made without them is refused with a message."""

@@ -261,8 +261,9 @@ def test_ranks_whose_decisions_differ_all_stop_at_the_check(tmp_path):
 @pytest.mark.slow
 def test_a_failing_rank_ends_every_rank_and_the_run_resumes_only_with_the_same_number_of_processes(tmp_path):
     (tmp_path / "flaky.py").write_text(FLAKY)
-    # 32 regularized steps: the default Catalyst freezes at half its phase at the latest, so step 10 is in it
-    args = prune_args(tmp_path, "flaky:flaky", "run", write_recipe(tmp_path / "tiny.yaml", **{**TINY, "reg_epochs": 4}))
+    # 32 regularized steps of 8 a pass: with a window of two passes Catalyst freezes at step 16, so step 10 is in it
+    args = prune_args(tmp_path, "flaky:flaky", "run", write_recipe(tmp_path / "tiny.yaml", **{
+        **TINY, "reg_epochs": 4, "catalyst": {"window_epochs": 2}}))
     failed = launch(args, 2, tmp_path, env={"FLAKY": "1:10"})  # rank 1 raises at its 10th training step
     for rank in failed:  # both stop, well before the collective timeout
         assert rank["rc"] == 1 and rank["seconds"] < TINY["dist_timeout_s"], rank["err"][-2000:]

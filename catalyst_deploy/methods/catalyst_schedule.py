@@ -9,8 +9,9 @@ trial cut, the MACs of the model without the channels at c >= c_hi (with `center
 groups' widths answers first and the trial cut confirms); once they reach the target, the prune set
 is frozen: the channels at c > 1, by descending c, until the target is met (within --round-to blocks). Kept
 channels get delta = 0 and are free from then on; the prune set keeps its delta and is driven to exactly zero
-with the constant step `freeze_step`, and the phase ends. At the deadline the set is frozen anyway, filled
-from the c <= 1 side if it must be (recorded as forced).
+with the constant step `freeze_step`, and the phase ends. At the deadline (a share of the phase, and at most
+`window_epochs` passes over the data) the set is frozen anyway, filled from the c <= 1 side if it must be
+(recorded as forced).
 """
 
 from __future__ import annotations
@@ -34,10 +35,19 @@ def geometric_start(total: float, ratio: float, steps: int) -> float:
     return total * (q - 1.0) / (q ** steps - 1.0)
 
 
+def deadline_step(settings, steps: int, epoch_steps: int | None) -> int:
+    """The step of the latest freeze: `deadline` of the phase, and at most `window_epochs` passes over the data
+    (the ranking needs data, not a share of the budget: a long phase's late steps go to recovery instead)."""
+    last = settings.deadline * steps
+    if settings.window_epochs > 0 and epoch_steps:
+        last = min(last, settings.window_epochs * epoch_steps)
+    return max(1, int(round(last)))
+
+
 class CatalystSchedule:
     def __init__(self, method, budget, settings, steps: int):
         self.method, self.budget, self.settings = method, budget, settings
-        self.deadline = max(1, int(round(settings.deadline * steps)))
+        self.deadline = deadline_step(settings, steps, method.epoch_steps)
         # a short phase cannot take the whole strength: no step beyond step_cap (the model would not survive it);
         # the freeze at the deadline then takes the split as far as the dynamics got (recorded as forced)
         self.step0 = min(geometric_start(settings.strength, LAMBDA_RATIO, self.deadline), settings.step_cap / LAMBDA_RATIO)

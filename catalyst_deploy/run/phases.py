@@ -83,6 +83,7 @@ class PhaseRunner:
         self.unused_steps = 0
         self.dense_state: dict | None = None
         per_epoch = len(setup.loaders["train"])
+        self.epoch_steps = phase_steps(1.0, per_epoch, cfg.steps_per_epoch)
         self.steps = {name: phase_steps(epochs, per_epoch, cfg.steps_per_epoch) for name, epochs in
                       (("pretrain", cfg.pretrain_epochs), ("regularize", cfg.reg_epochs), ("recover", cfg.recover_epochs))}
 
@@ -144,6 +145,7 @@ class PhaseRunner:
     def start_method(self):
         """The method of the settings, started on the dense model (it may add parameters to it)."""
         method = make_method(self.cfg)
+        method.epoch_steps = self.epoch_steps
         # a method's set-up can take a while on a large model (the default Catalyst fits its MACs count by trial
         # cuts: 11 s on resnet50), so say what is happening before it starts, and how long it took when it was long
         self.log(f"{self.cfg.method}: setting up on {len(self.s.graph.groups)} channel groups")
