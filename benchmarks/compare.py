@@ -6,6 +6,7 @@ method's hyperparameters chosen on a validation split held out of the training d
     python benchmarks/compare.py final --seeds 1 2      # a share of the runs (a second lane); runs are cached
     python benchmarks/compare.py fairness               # the fair-chance experiment (P2) on seed 0's dense model
     python benchmarks/compare.py report                 # RESULTS.md's compare section from the cached runs
+    python benchmarks/compare.py orders --dense-seed 0 --budgets 1+1 3+1 --section NAME   # data orders, one dense
 
 1. Dense small ResNets (one per seed) are trained on the training split minus 5,000 held-out images
    (compare_dense.py), and each channel's single-channel ablation loss is measured on the held-out split.
@@ -63,9 +64,10 @@ LONG_BUDGET_CUT = {"l1": "start", "random": "start", "taylor": "early"}
 # so that no baseline is held below its best); the one-shot methods' only knob is when to cut.
 GATED = {"gate_lr": 1.0, "invariant": False, "deadline": 0.6}
 # The paper form's rewind setting (docs/method.md, "The set or the phase?"): chosen at the long budget, so its
-# deadline is a candidate here too.
+# deadline is a candidate here too. Its window (at most one epoch) was chosen at the long budget and does not
+# bind here (half of a one-epoch phase comes first).
 REWIND = {"bypass": "plus", "center": True, "center_groups": True, "pressure": 0.0, "cost_aware": False,
-          "rewind": True, "strength": 4.0}
+          "rewind": True, "strength": 4.0, "window_epochs": 1.0}
 GRID: dict[str, list[dict]] = {
     "catalyst": [{"catalyst": {"bypass": b, "pressure": p, "strength": 4.0}} for b in ("none", "minus")
                  for p in (0.02, 0.1)] + [{"catalyst": {**REWIND, "deadline": d, "strength": st}}
@@ -84,7 +86,9 @@ CUT_PHASE = {"start": 0.0, "early": 0.1}  # epochs of the fine-tuning phase befo
 
 def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("stage", choices=["select", "final", "fairness", "report", "dense"])
+    p.add_argument("stage", choices=["select", "final", "fairness", "report", "dense", "orders"],
+                   help="orders: the cached runs of `final --dense-seed N` (data orders from one dense model), "
+                        "mean and kept-set overlap per method, as a RESULTS.md section (--section)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--targets", type=float, nargs="+", default=None, help="default: each budget's TARGETS")
     p.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
@@ -163,6 +167,13 @@ def main(argv=None) -> int:
                         dense_seed = seed if args.dense_seed is None else args.dense_seed
                         run_cached(args, method, setting_for(method, chosen[model], budget), budget, target, seed,
                                    dense(model)[dense_seed])
+    elif args.stage == "orders":
+        from compare_report import orders_section
+
+        if args.dense_seed is None or not args.section:
+            raise SystemExit("orders: name the dense model (--dense-seed) and the RESULTS.md section (--section)")
+        chosen = json.loads((args.out / "selection.json").read_text())["chosen"]
+        orders_section(args, chosen, {b: dense(BUDGET_MODEL[b])[args.dense_seed] for b in args.budgets})
     elif args.stage == "fairness":
         from compare_fairness import run_fairness
 
@@ -216,8 +227,9 @@ def write_selection(args, model: str, dense: dict) -> None:
         from compare_report import selection_lines
         from results_file import machine_line, publish
 
-        head = (f"`python benchmarks/compare.py select --models {model} --methods {' '.join(args.methods)} --cache "
-                f"{args.cache} --section {args.section}`: seed 0's dense model ({dense[0].accuracy:.2f}%), "
+        head = (f"`python benchmarks/compare.py select --models {model} --methods {' '.join(args.methods)} --seeds 0 "
+                f"--cache {args.cache} --out {args.out} --section {args.section}`: seed 0's dense model "
+                f"({dense[0].accuracy:.2f}%), "
                 f"{SELECTION_BUDGET} epochs, validation split; {machine_line()}.")
         publish(args.section, "\n".join([head, "", *selection_lines({"table": table, "chosen": chosen})]))
 

@@ -183,3 +183,50 @@ def plot(records: list[dict], args) -> None:
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(args.out / "accuracy_vs_flops.png", dpi=110, format="png")
+
+
+def orders_section(args, chosen: dict, dense: dict) -> None:
+    """`compare.py orders`: per budget and target, each method's runs over args.seeds (data orders from the dense
+    model `dense[budget]`, made by `final --dense-seed`): validation and test accuracy, the accuracy after the
+    phase, and the mean pairwise Jaccard overlap of the kept channel sets."""
+    import torch
+
+    from catalyst_deploy.inputs.zoo import small_resnet
+    from catalyst_deploy.surgery.graph import ChannelGraph
+    from compare import BUDGET_MODEL, MODELS, SELECTION_MODEL, setting_for, targets_of
+    from compare_runs import run_cached
+    from results_file import machine_line, publish
+    from stability import overlap
+
+    lines, commits = [], set()
+    for budget in args.budgets:
+        model = BUDGET_MODEL[budget]
+        total = ChannelGraph(small_resnet(in_channels=1, num_classes=10, widths=MODELS[model]),
+                             torch.zeros(1, 1, 28, 28)).num_channels
+        for target in targets_of(args, budget):
+            lines += ["", f"### {budget} epochs, target {target:g}, {model} model (mean ± std over the seeds run)", "",
+                      "| method | seeds | final val | final test | after the phase (test) | kept-set overlap |",
+                      "|---|---|---|---|---|---|"]
+            for method in args.methods:
+                setting = setting_for(method, chosen.get(model, chosen[SELECTION_MODEL]), budget)
+                runs = []
+                for seed in args.seeds:
+                    try:
+                        runs.append(run_cached(args, method, setting, budget, target, seed, dense[budget], cached_only=True))
+                    except SystemExit:
+                        continue
+                runs = [r for r in runs if not r.get("error")]
+                if not runs:
+                    continue
+                commits |= {r.get("commit", "?") for r in runs}
+                agree = f"{overlap([r['pruned'] for r in runs], total)[0]:.3f}" if len(runs) > 1 else "-"
+                lines.append(f"| {method} | {', '.join(str(r['seed']) for r in runs)} | "
+                             f"{mean_std([r['val_final'] for r in runs])} | {mean_std([r['acc_final'] for r in runs])} | "
+                             f"{mean_std([r['acc_after_reg'] for r in runs])} | {agree} |")
+    head = (f"## Data orders from one dense model (`benchmarks/compare.py orders`)\n\n`python benchmarks/compare.py orders "
+            f"--dense-seed {args.dense_seed} --budgets {' '.join(args.budgets)} --methods {' '.join(args.methods)} "
+            f"--seeds {' '.join(map(str, args.seeds))} --cache {args.cache} --out {args.out} --section {args.section}`: "
+            f"the runs of `final` with the same arguments, every seed a data order from seed {args.dense_seed}'s dense "
+            f"model ({', '.join(sorted({f'{d.accuracy:.2f}%' for d in dense.values()}))}), settings from "
+            f"`{args.out / 'selection.json'}`; {machine_line()}; runs made at commit(s) {', '.join(sorted(commits))}.")
+    publish(args.section, "\n".join([head, *lines]))

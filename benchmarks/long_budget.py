@@ -4,6 +4,9 @@ recover for all 12), at 0.3 and 0.15 of the MACs, on the narrow small ResNet 16-
 
     python benchmarks/long_budget.py --cache /work/cache                  # a lane's live cache
     python benchmarks/long_budget.py --cache benchmarks/compare_records   # the committed records
+    python benchmarks/long_budget.py --cache benchmarks/study_records --dense-seed 0 --catalyst window-1-epoch \
+        --section long-budget-default --plot benchmarks/long_budget_default.png
+        # three data orders from one dense model; the Catalyst row is a paper_study.py variant's runs (the default)
 
 Runs nothing: the runs are `compare.py final --budgets 8+4` (cached per key). Writes the `long-budget`
 section of RESULTS.md and benchmarks/long_budget.png: final accuracy against MACs (mean over seeds), the
@@ -17,6 +20,7 @@ import argparse
 import functools
 import json
 import math
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -57,6 +61,23 @@ def record(cache: Path, method: str, target: float, seed: int, dense_seed: int |
     return None if rec.get("error") else rec
 
 
+def runs(cache: Path, method: str, target: float, dense_seed: int | None = None,
+         variant: str | None = None) -> list[dict]:
+    """The cached runs of `method` at `target` over SEEDS; with `variant`, Catalyst's are that paper_study.py
+    variant's (a setting other than the selection's, such as the default)."""
+    if method == "catalyst" and variant is not None:
+        import paper_study
+
+        found = []
+        for seed in SEEDS:
+            try:
+                found.append(paper_study.run(SimpleNamespace(cache=cache, report=True), variant, BUDGET, target, seed))
+            except SystemExit:
+                pass
+        return found
+    return [r for s in SEEDS if (r := record(cache, method, target, s, dense_seed)) is not None]
+
+
 @functools.lru_cache(maxsize=None)
 def _chosen(model: str) -> dict:
     """selection.json's settings for `model` (the wide model's where it has none), read once."""
@@ -80,15 +101,16 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
 
 
-def table(cache: Path) -> tuple[list[str], dict]:
+def table(cache: Path, dense_seed: int | None = None, variant: str | None = None) -> tuple[list[str], dict]:
     lines, means = [], {}
+    models = "each seed its own dense model" if dense_seed is None else f"data orders from seed {dense_seed}'s dense model"
     for target in TARGETS:
-        lines += ["", f"### {BUDGET} epochs, target {target:g} of the MACs (test accuracy %, each seed its own dense model)",
+        lines += ["", f"### {BUDGET} epochs, target {target:g} of the MACs (test accuracy %, {models})",
                   "", "| method | seeds | after its phase (damage) | forced set zeroed | final per seed | final mean ± std | "
                   "MACs | rank corr. with ablation | Catalyst: forced to zero / margin log10 |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for method in METHODS:
-            recs = [r for s in SEEDS if (r := record(cache, method, target, s)) is not None]
+            recs = runs(cache, method, target, dense_seed, variant)
             if not recs:
                 continue
             finals = [r["acc_final"] for r in recs]
@@ -120,16 +142,25 @@ def goals(means: dict) -> list[str]:
     return lines
 
 
-def log_c_at_decision(cache: Path) -> list[float]:
-    """log10 c of every channel at the decision, over Catalyst's long-budget runs whose folders are cached."""
+def log_c_at_decision(cache: Path, keys: list[str]) -> list[float]:
+    """log10 c of every channel at the decision, over the Catalyst runs `keys` whose folders are cached."""
     values = []
-    for path in sorted((cache / "runs").glob(f"catalyst_{BUDGET}_*/report.json")):
+    for key in keys:
+        path = cache / "runs" / key / "report.json"
+        if not path.is_file():
+            continue
         report = json.loads(path.read_text())
         values += [x / math.log(10) for x in (report.get("method") or {}).get("log_c_at_freeze") or []]
     return values
 
 
-def plot(cache: Path, path: Path) -> None:
+def records_of(source: str) -> Path | None:
+    """The cache a stability.json row was computed from (its source ends in "(records: PATH)")."""
+    found = re.search(r"\(records: (.+)\)$", source)
+    return Path(found.group(1)).resolve() if found else None
+
+
+def plot(cache: Path, path: Path, dense_seed: int | None = None, variant: str | None = None) -> None:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(13, 3.8))
@@ -137,22 +168,24 @@ def plot(cache: Path, path: Path) -> None:
     for method in METHODS:
         points = []
         for target in TARGETS:
-            recs = [r for s in SEEDS if (r := record(cache, method, target, s)) is not None]
+            recs = runs(cache, method, target, dense_seed, variant)
             if recs:
                 points.append((statistics.mean(r["macs_ratio"] for r in recs), statistics.mean(r["acc_final"] for r in recs)))
         if points:
             ax_acc.plot(*zip(*sorted(points)), marker="o", lw=1.8 if method == "catalyst" else 1.0, label=method)
     ax_acc.set(title=f"{BUDGET} epochs: final test accuracy (mean over seeds)", xlabel="MACs ratio", ylabel="top-1 %")
     ax_acc.legend(fontsize=7)
-    values = log_c_at_decision(cache)
+    values = log_c_at_decision(cache, [r["key"] for t in TARGETS for r in runs(cache, "catalyst", t, dense_seed, variant)])
     if values:
         ax_hist.hist([max(-12.0, min(12.0, v)) for v in values], bins=48, color="tab:purple")
         ax_hist.axvline(0.0, color="k", lw=0.8)
-    ax_hist.set(title="paper form: log10 c at the decision (every 8+4 run)", xlabel="log10 c, clipped to ±12 (> 0: prune side)",
+    ax_hist.set(title=f"paper form{f' ({variant})' if variant else ''}: log10 c at the decision (8+4)", xlabel="log10 c, clipped to ±12 (> 0: prune side)",
                 ylabel="channels")
     stability = HERE / "stability.json"
     rows = json.loads(stability.read_text())["records"] if stability.is_file() else []
-    rows = [r for r in rows if r["source"].startswith("compare.py")]
+    # this cache's rows (stability.py reads several), Catalyst's from `variant` when given
+    rows = [r for r in rows if records_of(r["source"]) == cache.resolve() and (
+        r["method"] == f"catalyst: {variant}" or (r["source"].startswith("compare.py") and not (variant and r["method"] == "catalyst")))]
     labels = [f"{r['method']} {r['target']:g}" for r in rows]
     ax_overlap.barh(labels, [r["mean_pairwise_jaccard"] for r in rows], color="tab:green")
     ax_overlap.axvline(0.9, color="k", lw=0.8, ls="--")
@@ -166,9 +199,16 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cache", type=Path, default=HERE / "cache")
     p.add_argument("--no-write", action="store_true", help="print the section; write neither RESULTS.md nor the plot")
+    p.add_argument("--dense-seed", type=int, default=None,
+                   help="the runs of data-order seeds from this seed's dense model (compare.py final --dense-seed)")
+    p.add_argument("--catalyst", default=None, metavar="VARIANT",
+                   help="Catalyst's row from this paper_study.py variant's runs (default: the selection's setting)")
+    p.add_argument("--section", default="long-budget", help="the RESULTS.md section to write")
+    p.add_argument("--plot", type=Path, default=HERE / "long_budget.png", help="the figure to write")
     args = p.parse_args(argv)
-    rows, means = table(args.cache)
-    body = "\n".join([f"## The long budget ({BUDGET} epochs, `benchmarks/long_budget.py`)", "",
+    rows, means = table(args.cache, args.dense_seed, args.catalyst)
+    title = "" if args.catalyst is None else f": the default Catalyst ({args.catalyst})"
+    body = "\n".join([f"## The long budget ({BUDGET} epochs, `benchmarks/long_budget.py`){title}", "",
                       f"Machine: {machine_line()} (runs in single-thread lanes beside other work). Narrow small ResNet "
                       "16-32-64 on full Fashion-MNIST (5,000 training images held out for validation), settings "
                       "chosen on the validation split at 1+1 (compare.py's selection); every method the same "
@@ -176,12 +216,14 @@ def main(argv=None) -> int:
                       "one-shot method's fine-tuning before its cut): the damage while deciding. 'Rank corr. with ablation': "
                       "Spearman correlation of the method's prune priority with each channel's single-channel "
                       "ablation loss on the dense model (negative: it prunes first the channels whose removal "
-                      "costs least).", *rows, *goals(means),
-                      "", "Plots: `benchmarks/long_budget.png` (accuracy against MACs, Catalyst's log10 c at the "
+                      "costs least)." + (f" Catalyst's row: the runs of `paper_study.py --variants {args.catalyst}` (docs/method.md says how "
+                                         "its setting was chosen)."
+                                         if args.catalyst else ""), *rows, *goals(means),
+                      "", f"Plots: `benchmarks/{args.plot.name}` (accuracy against MACs, Catalyst's log10 c at the "
                       "decision, kept-set overlap)."])
-    publish("long-budget", body, write=not args.no_write)
+    publish(args.section, body, write=not args.no_write)
     if not args.no_write:
-        plot(args.cache, HERE / "long_budget.png")
+        plot(args.cache, args.plot, args.dense_seed, args.catalyst)
     return 0
 
 

@@ -73,7 +73,23 @@ VARIANTS = {
                                                     "pressure": 0.0, "deadline": 0.5, "cost_aware": False,
                                                     "rewind": True, "strength": 0.04},
                                                    "the default with a hundredth of the strength"),
+    # the deciding window is recovery lost under rewind: shorter windows at the default's strength
+    "plus-center-group-d0.25-no-cost-rewind-s0.4": ({"bypass": "plus", "center": True, "center_groups": True,
+                                                    "pressure": 0.0, "deadline": 0.25, "cost_aware": False,
+                                                    "rewind": True, "strength": 0.4},
+                                                   "the default with the freeze at a quarter of the phase"),
+    "plus-center-group-d0.125-no-cost-rewind-s0.4": ({"bypass": "plus", "center": True, "center_groups": True,
+                                                     "pressure": 0.0, "deadline": 0.125, "cost_aware": False,
+                                                     "rewind": True, "strength": 0.4},
+                                                    "the default with the freeze after one epoch (an eighth)"),
+    "window-1-epoch": ({"bypass": "plus", "center": True, "center_groups": True, "pressure": 0.0, "deadline": 0.5,
+                        "cost_aware": False, "rewind": True, "strength": 0.4, "window_epochs": 1.0},
+                       "the default: the freeze at half the phase, and after one epoch at the latest"),
 }
+# Baselines with a knob at the long budget, given the same chance Catalyst's window got there (name: method,
+# setting, what); the setting compare.py's selection chose at 1+1 is the row `depgraph` in the comparisons.
+BASELINES = {f"depgraph-{r:g}": ("depgraph", {"reg_strength": r}, f"DepGraph (GroupNormPruner), strength {r:g}")
+             for r in (1e-4, 2e-3)}
 
 
 TRANSPLANT = " -> transplant"
@@ -103,10 +119,10 @@ def run(args, name: str, budget: str, target: float, seed: int) -> dict:
     """One variant's run; `seed` > 0: another data order from the same dense model (compare.py --dense-seed 0)."""
     from compare_runs import run_cached
 
-    change, _ = VARIANTS[name]
+    method, setting = (BASELINES[name][:2] if name in BASELINES else
+                       ("catalyst", {"catalyst": {**BASE, **VARIANTS[name][0]}}))
     cfg, dense = context(args)
-    return run_cached(cfg, "catalyst", {"catalyst": {**BASE, **change}}, budget, target, seed, dense,
-                      cached_only=args.report)
+    return run_cached(cfg, method, setting, budget, target, seed, dense, cached_only=args.report)
 
 
 def transplant(args, record: dict) -> dict:
@@ -137,7 +153,7 @@ def section(rows: list[tuple[str, str, float, dict]], cache: Path) -> str:
         c = r.get("catalyst") or {}
         margin = "-" if c.get("margin_log10") is None else f"{c['margin_log10']:.1f}"
         what = (f"{name[:-len(TRANSPLANT)]}'s prune set, cut at once, every epoch recovers (L1's schedule)"
-                if name.endswith(TRANSPLANT) else VARIANTS[name][1])
+                if name.endswith(TRANSPLANT) else BASELINES[name][2] if name in BASELINES else VARIANTS[name][1])
         lines.append(f"| {name} | {what} | {budget} | {target:g} | {r['seed']} | {r['acc_after_reg']:.2f} | "
                      f"{r.get('acc_after_decision') or '-'} | {r['val_final']:.2f} | {r['acc_final']:.2f} | "
                      f"{r['macs_ratio']:.3f} | {c.get('frozen_at')} | {c.get('forced')} | {c.get('forced_to_zero')} | "
@@ -192,7 +208,8 @@ def main(argv=None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cache", type=Path, default=HERE / "cache")
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=[*VARIANTS, *BASELINES],
+                   help="Catalyst settings, or a baseline's (depgraph-STRENGTH)")
     p.add_argument("--targets", type=float, nargs="+", default=[0.3])
     p.add_argument("--budgets", nargs="+", default=["8+4"], choices=["8+4", *STUDY_BUDGETS],
                    help="8+4 (compare.py's long budget) and/or a longer study-only phase")
