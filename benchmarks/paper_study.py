@@ -31,6 +31,8 @@ sys.path.insert(0, str(HERE))
 from results_file import machine_line, publish  # noqa: E402
 
 BASE = {"bypass": "minus", "pressure": 0.02, "strength": 4.0}
+# the rewind setting (docs/method.md, "The set or the phase?"); its variants differ in deadline, strength, window
+REWIND = {"bypass": "plus", "center": True, "center_groups": True, "pressure": 0.0, "cost_aware": False, "rewind": True}
 VARIANTS = {
     "shipped": ({}, "compare.py's selection at 1+1"),
     "p0.1": ({"pressure": 0.1}, "5x the prune pressure"),
@@ -52,38 +54,26 @@ VARIANTS = {
     "plus-center-group-d0.25-no-cost": ({"bypass": "plus", "center": True, "center_groups": True, "pressure": 0.0,
                                          "deadline": 0.25, "cost_aware": False},
                                         "plus-center-group-d0.25 without the MACs weights"),
-    "plus-center-group-d0.25-no-cost-rewind": ({"bypass": "plus", "center": True, "center_groups": True,
-                                                "pressure": 0.0, "deadline": 0.25, "cost_aware": False, "rewind": True},
+    "plus-center-group-d0.25-no-cost-rewind": ({**REWIND, "deadline": 0.25},
                                                "plus-center-group-d0.25-no-cost, the set cut from the weights the "
                                                "phase started with"),
-    "plus-center-group-d0.5-no-cost-rewind": ({"bypass": "plus", "center": True, "center_groups": True,
-                                               "pressure": 0.0, "deadline": 0.5, "cost_aware": False, "rewind": True},
+    "plus-center-group-d0.5-no-cost-rewind": ({**REWIND, "deadline": 0.5},
                                               "the same with the deadline compare.py select chose (the default)"),
-    "plus-center-group-d0.1-no-cost-rewind": ({"bypass": "plus", "center": True, "center_groups": True,
-                                               "pressure": 0.0, "deadline": 0.1, "cost_aware": False, "rewind": True},
+    "plus-center-group-d0.1-no-cost-rewind": ({**REWIND, "deadline": 0.1},
                                               "the default with the freeze at a tenth of the phase (a tenth of the "
                                               "steps lost to recovery)"),
     # with rewind the freeze is forced and the set is cut from the phase's starting weights: the proximal steps
     # only shape the order of log c, and their bifurcation amplifies whatever order the first checks had
-    "plus-center-group-d0.5-no-cost-rewind-s0.4": ({"bypass": "plus", "center": True, "center_groups": True,
-                                                   "pressure": 0.0, "deadline": 0.5, "cost_aware": False,
-                                                   "rewind": True, "strength": 0.4},
+    "plus-center-group-d0.5-no-cost-rewind-s0.4": ({**REWIND, "deadline": 0.5, "strength": 0.4},
                                                   "the default with a tenth of the strength"),
-    "plus-center-group-d0.5-no-cost-rewind-s0.04": ({"bypass": "plus", "center": True, "center_groups": True,
-                                                    "pressure": 0.0, "deadline": 0.5, "cost_aware": False,
-                                                    "rewind": True, "strength": 0.04},
+    "plus-center-group-d0.5-no-cost-rewind-s0.04": ({**REWIND, "deadline": 0.5, "strength": 0.04},
                                                    "the default with a hundredth of the strength"),
     # the deciding window is recovery lost under rewind: shorter windows at the default's strength
-    "plus-center-group-d0.25-no-cost-rewind-s0.4": ({"bypass": "plus", "center": True, "center_groups": True,
-                                                    "pressure": 0.0, "deadline": 0.25, "cost_aware": False,
-                                                    "rewind": True, "strength": 0.4},
+    "plus-center-group-d0.25-no-cost-rewind-s0.4": ({**REWIND, "deadline": 0.25, "strength": 0.4},
                                                    "the default with the freeze at a quarter of the phase"),
-    "plus-center-group-d0.125-no-cost-rewind-s0.4": ({"bypass": "plus", "center": True, "center_groups": True,
-                                                     "pressure": 0.0, "deadline": 0.125, "cost_aware": False,
-                                                     "rewind": True, "strength": 0.4},
+    "plus-center-group-d0.125-no-cost-rewind-s0.4": ({**REWIND, "deadline": 0.125, "strength": 0.4},
                                                     "the default with the freeze after one epoch (an eighth)"),
-    "window-1-epoch": ({"bypass": "plus", "center": True, "center_groups": True, "pressure": 0.0, "deadline": 0.5,
-                        "cost_aware": False, "rewind": True, "strength": 0.4, "window_epochs": 1.0},
+    "window-1-epoch": ({**REWIND, "deadline": 0.5, "strength": 0.4, "window_epochs": 1.0},
                        "the default: the freeze at half the phase, and after one epoch at the latest"),
 }
 # Baselines with a knob at the long budget, given the same chance Catalyst's window got there (name: method,
