@@ -60,7 +60,7 @@ class PruningMethod(abc.ABC):
 
     schedule: str = "cosine"  # the phase's learning rate over its steps: "cosine" or "constant"
     synchronised: bool = False  # True: `finish` decides from state identical on every rank (see module doc)
-    epoch_steps: int | None = None  # optimizer steps of one pass over the training data (the runner sets it before start)
+    epoch_steps: int | None = None  # optimizer steps of one pass over the training data (set by the runner)
 
     @classmethod
     def from_config(cls, cfg) -> PruningMethod:
