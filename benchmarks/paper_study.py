@@ -75,6 +75,14 @@ VARIANTS = {
                                                     "the default with the freeze after one epoch (an eighth)"),
     "window-1-epoch": ({**REWIND, "deadline": 0.5, "strength": 0.4, "window_epochs": 1.0},
                        "the default: the freeze at half the phase, and after one epoch at the latest"),
+    # less strength leaves the order to the window's whole task signal (the proximal steps amplify the first
+    # checks' order most): does that buy the overlap back at the window's accuracy?
+    "window-1-epoch-s0.04": ({**REWIND, "deadline": 0.5, "strength": 0.04, "window_epochs": 1.0},
+                             "the default with a tenth of the strength"),
+    "window-2-epochs-s0.04": ({**REWIND, "deadline": 0.5, "strength": 0.04, "window_epochs": 2.0},
+                              "the default with a two-epoch window and a tenth of the strength"),
+    "window-1-epoch-running-bn": ({**REWIND, "deadline": 0.5, "strength": 0.4, "window_epochs": 1.0, "running_bn": True},
+                                  "the default with BatchNorm on its running statistics while deciding"),
 }
 # Baselines with a knob at the long budget, given the same chance Catalyst's window got there (name: method,
 # setting, what); the setting compare.py's selection chose at 1+1 is the row `depgraph` in the comparisons.

@@ -43,6 +43,8 @@ RUNS = {  # a row of the table: the method and its settings ("catalyst": the pap
         "bypass": "plus", "center": True, "center_groups": True, "pressure": 0.0, "deadline": 0.25,
         "cost_aware": False, "rewind": True}}),
     "catalyst (default: the rewind setting, deadline 0.5)": ("catalyst", {}),
+    # BatchNorm on its running statistics while deciding: a sample's gradient no longer hangs on its batch-mates
+    "catalyst, running_bn": ("catalyst", {"catalyst": {"running_bn": True}}),
     "catalyst-gated": ("catalyst-gated", {}),
     "l1": ("l1", {}),
     # data-driven baselines: how much do their sets agree across data orders at this budget?

@@ -51,6 +51,8 @@ class CatalystSettings:
                                   "at c > 1 are the target's set (the model is untouched; docs/method.md)")
     center_groups: bool = setting(True, "with center: first level each group's undecided delta to mean log c = 0 "
                                          "(no layer is cut for a push weak in the whole layer; docs/method.md)")
+    running_bn: bool = setting(False, "during the phase BatchNorm normalises with its running statistics (a sample's "
+                                      "gradient then does not hang on its batch: ranks decide as one process)")
     rewind: bool = setting(True, "at a forced freeze, cut the set from the weights the phase started with (the "
                                   "dynamics pick the set, recovery starts undamaged; docs/method.md)")
 
@@ -125,8 +127,7 @@ class PruneConfig:
                                            "LayerNorm and residual add of its stage (docs/transformers.md)")
     pretrain_epochs: float = setting(0.0, "dense training before pruning", lo=0.0)
     pretrain_lr: float = setting(0.1, "learning rate of the dense training", lo=0.0, hi=1e6, lo_open=True)
-    reg_epochs: float = setting(2.0, "epochs of the regularized phase (plain fine-tuning for one-shot methods)",
-                                lo=0.0)
+    reg_epochs: float = setting(2.0, "epochs of the regularized phase (fine-tuning for one-shot methods)", lo=0.0)
     recover_epochs: float = setting(2.0, "epochs of recovery fine-tuning after the cut", lo=0.0)
     lr: float = setting(0.01, "learning rate", lo=0.0, hi=1e6, lo_open=True)
     momentum: float = setting(0.9, "SGD momentum", lo=0.0, hi=1.0, hi_open=True)
@@ -146,8 +147,7 @@ class PruneConfig:
     latency_alpha: float = setting(2.0, "exponent of the latency weights", lo=0.0)
     checkpoint_every: int = setting(200, "optimizer steps between checkpoints (0: phase ends only)", lo=0)
     sync_bn: bool = setting(False, "under torchrun: synchronise BatchNorm statistics across ranks (SyncBatchNorm)")
-    dist_timeout_s: float = setting(600.0, "under torchrun: seconds a collective may wait before every rank stops",
-                                    lo=1.0)
+    dist_timeout_s: float = setting(600.0, "under torchrun: a collective's longest wait, then every rank stops", lo=1.0)
     target_latency: str | None = setting(None, "latency target instead of FLOPs: a share of the dense latency "
                                                "(0.6x) or an absolute time at a batch (3ms, 3ms@8)")
     latency_backend: str = setting("ort-cpu", "backend on which --target-latency is measured")

@@ -25,9 +25,8 @@ take the same proximal step (exact zeros):
 Under this step alone delta^2 - ||F||^2 is multiplied by (1 - (eta*lambda*w)^2): c = 1 stays at 1, and a
 channel off the boundary runs away from it (c -> inf: F = 0, pruned; c -> 0: delta = 0, kept), so the penalty
 alone decides nothing; the task breaks the tie. The schedule (`CatalystSchedule`) ramps lambda and a small
-relative decay of F (the prune pressure), freezes the prune set once the channels at c >= c_hi cover the
-target (the set cut is the channels the dynamics put at c > 1, taken by descending c to the target), drives
-that set to exactly zero and ends the phase; the cut is then lossless.
+relative decay of F (the prune pressure), freezes the prune set once the channels at c >= c_hi cover the target
+(the channels the dynamics put at c > 1, by descending c), drives it to zero and ends the phase: a lossless cut.
 """
 
 from __future__ import annotations
@@ -118,7 +117,7 @@ class CatalystRegularizer(PruningMethod):
         self.variables: CatalystVariables | None = None
         self.start_weights: dict | None = None
         self.rewound = False
-        self.undo_ddp = None  # set while delta is left out of DDP (start)
+        self.undo: list = []  # what `start` did to the model (DDP's ignore list, running_bn), undone at detach
 
     @classmethod
     def from_config(cls, cfg) -> CatalystRegularizer:
@@ -129,6 +128,7 @@ class CatalystRegularizer(PruningMethod):
         from catalyst_deploy.methods.gates import channel_costs
         from catalyst_deploy.methods.invariance import column_positions
         from catalyst_deploy.methods.catalyst_schedule import CatalystSchedule
+        from catalyst_deploy.methods.running_bn import hold_running_stats
 
         super().start(graph, budget, steps)
         s = self.settings
@@ -148,13 +148,13 @@ class CatalystRegularizer(PruningMethod):
         graph.model.add_module("catalyst_variables", self.variables)
         if self.sign:  # the term, from the parameters that set each channel's value (module docstring)
             self.term = graph.producer_slices(skip_normalized=True)
-            self.undo_ddp = leave_out_of_ddp(graph.model, ["catalyst_variables.delta"])
+            self.undo.append(leave_out_of_ddp(graph.model, ["catalyst_variables.delta"]))
+        self.undo += [hold_running_stats(graph.model)] if s.running_bn else []
         self.plan = CatalystSchedule(self, budget, s, steps)
 
     def detach_from_model(self) -> None:
-        if self.undo_ddp is not None:
-            self.undo_ddp()
-            self.undo_ddp = None
+        while self.undo:
+            self.undo.pop()()
         self.term = []
         if self.variables is not None and hasattr(self.graph.model, "catalyst_variables"):
             delattr(self.graph.model, "catalyst_variables")
