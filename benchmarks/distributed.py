@@ -4,6 +4,7 @@ channel sets overlap (Jaccard; issue 16's robustness goal for Catalyst is at lea
 
     python benchmarks/distributed.py                         # l1, catalyst, catalyst-gated
     python benchmarks/distributed.py --methods catalyst
+    python benchmarks/distributed.py --methods catalyst --recipe running_bn.yaml   # a setting, printed only
 
 The demo data and the pretrained small ResNet, target 0.5, 1 + 2 epochs. Writes benchmarks/distributed.json
 (read by stability.py) and the `distributed` section of RESULTS.md. On a 2-core machine two processes compete for the cores the
@@ -38,9 +39,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run(method: str, processes: int, out: Path) -> dict:
+def run(method: str, processes: int, out: Path, recipe: str | None = None, seed: int = 0) -> dict:
     batch = str(64 // processes)  # the same global batch of 64
-    prune = ["-m", "catalyst_deploy", "prune", *COMMON, "--method", method, "--batch-size", batch, "--out", str(out)]
+    prune = ["-m", "catalyst_deploy", "prune", *COMMON, "--method", method, "--batch-size", batch, "--out", str(out),
+             "--seed", str(seed), *(["--recipe", recipe] if recipe else [])]
     if processes == 1:
         cmd = [sys.executable, *prune]
     else:
@@ -67,17 +69,21 @@ def kept_jaccard(a: dict, b: dict) -> float:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--methods", nargs="+", default=["l1", "catalyst", "catalyst-gated"])
+    p.add_argument("--recipe", help="a recipe for every run (a method's settings); the results go to stdout only")
+    p.add_argument("--seed", type=int, default=0, help="another seed than 0; the results go to stdout only")
     args = p.parse_args(argv)
     load = os.getloadavg()[0]
     rows, pairs = [], []
     with tempfile.TemporaryDirectory() as work:
         for method in args.methods:
-            one, two = (run(method, n, Path(work) / f"{method}-p{n}") for n in (1, 2))
+            one, two = (run(method, n, Path(work) / f"{method}-p{n}", args.recipe, args.seed) for n in (1, 2))
             rows += [one, two]
             pairs.append({"method": method, "budget": f"demo {REG}+{RECOVER}", "target": float(TARGET),
                           "identical_plans": one["plan"] == two["plan"], "kept_jaccard": kept_jaccard(one, two),
                           "final": [one["final"], two["final"]]})
             print(f"{method}: Jaccard {pairs[-1]['kept_jaccard']}, final {one['final']} / {two['final']}", flush=True)
+    if args.recipe or args.seed:  # a study: distributed.json and RESULTS.md hold the shipped settings' seed 0
+        return 0
     (HERE / "distributed.json").write_text(json.dumps({"commit": git_commit(), "rows": pairs}, indent=1))
     lines = ["## One process against two under torchrun (`benchmarks/distributed.py`)", "",
              f"- machine: {machine_line().split(', load')[0]}; load average at the start {load:.2f}; commit {git_commit()}",
