@@ -236,6 +236,24 @@ def test_loaders_shuffle_train_by_seed_and_keep_test_order(tmp_path):
     assert torch.cat([labels for _, labels in test]).tolist() == list(range(10))
 
 
+def test_an_items_augmentation_is_the_same_whichever_rank_or_worker_draws_it():
+    """By its definition: the epoch's augmented items as one process reads them are, item for item, the ones two
+    ranks read between them (one of them through two loader workers), and an item is drawn afresh each epoch."""
+    splits = load_dataset("demo", train_limit=48)  # crops and flips
+
+    def items(world_size=1, rank=0, workers=0, epoch=0):
+        loader = make_loaders(splits, 8, workers=workers, seed=3, rank=rank, world_size=world_size)[0]
+        loader.sampler.set_epoch(epoch)
+        keys = list(loader.sampler)
+        return {key % 48: image for key, image in zip(keys, torch.cat([x for x, _ in loader]))}
+
+    one, two = items(), {**items(2, 0), **items(2, 1, workers=2)}
+    assert sorted(one) == sorted(two) == list(range(48))
+    assert all(torch.equal(one[i], two[i]) for i in one)
+    later = items(epoch=1)
+    assert sum(not torch.equal(one[i], later[i]) for i in one) > 24, "each epoch draws again"
+
+
 def test_demo_ships_a_balanced_fashion_mnist_subset_with_its_notice():
     from catalyst_deploy.inputs.data import DEMO_DATA_DIR
 

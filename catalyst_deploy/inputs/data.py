@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from catalyst_deploy.inputs.datasets import (Augmentation, ConvertChannels, DatasetInfo, ImageArrays, UInt8ImageDataset,
                                       _converted_stats, image_folder)
 from catalyst_deploy.inputs.readers import read_cifar10, read_cifar100, read_idx_dataset
+from catalyst_deploy.inputs.sampling import EpochSampler, SampleDraws
 from catalyst_deploy.errors import UsageError, did_you_mean
 
 if TYPE_CHECKING:
@@ -97,8 +98,8 @@ def load_dataset(
 
 def make_loaders(splits: DataSplits, batch_size: int, workers: int = 0, seed: int = 0,
                  eval_split: str = "test", rank: int = 0, world_size: int = 1) -> tuple[DataLoader, DataLoader]:
-    """Train loader (shuffled by `EpochSampler`: a function of `seed` and the epoch) and the loader of
-    `eval_split` ("test" or "val"), in order.
+    """Train loader (shuffled by `EpochSampler`, augmented by `SampleDraws`: functions of `seed`, the epoch and
+    the item) and the loader of `eval_split` ("test" or "val"), in order.
 
     With `world_size` > 1 each rank gets its own share of every epoch (the batch size is per rank).
     Batches are not dropped; memory is pinned when CUDA is available. Raises UsageError when
@@ -114,35 +115,12 @@ def make_loaders(splits: DataSplits, batch_size: int, workers: int = 0, seed: in
         raise UsageError("no validation split: set val_size")
     common: dict[str, Any] = dict(batch_size=batch_size, num_workers=workers, pin_memory=torch.cuda.is_available(),
                                   drop_last=False, persistent_workers=workers > 0)
-    # each loader draws its iterator's base seed from its own generator: from the global RNG, a loader
-    # created at a different moment (a resumed run) would shift every augmentation drawn after it
-    train = DataLoader(splits.train, sampler=EpochSampler(len(splits.train), seed, rank, world_size),
+    # every item's augmentation is drawn from (seed, epoch, item) (`sampling`): the same on any rank or worker;
+    # the loaders' own generators keep their base seeds off the global RNG as well
+    train = DataLoader(SampleDraws(splits.train, seed), sampler=EpochSampler(len(splits.train), seed, rank,
+                                                                              world_size),
                        generator=torch.Generator().manual_seed(seed), **common)
     return train, DataLoader(evaluated, shuffle=False, generator=torch.Generator().manual_seed(seed), **common)
-
-
-class EpochSampler:
-    """A shuffled order of `n` items that depends only on (seed, epoch): torch-distributed's sampler
-    (rank's share of the epoch), plus `skip` to start an epoch part-way without loading what is skipped
-    (continuing a checkpointed run)."""
-
-    def __init__(self, n: int, seed: int = 0, rank: int = 0, world_size: int = 1):
-        from torch.utils.data import DistributedSampler
-
-        self.inner = DistributedSampler(range(n), num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
-        self.skip = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.inner.set_epoch(epoch)
-        self.skip = 0
-
-    def __iter__(self):
-        import itertools
-
-        return itertools.islice(iter(self.inner), self.skip, None)
-
-    def __len__(self) -> int:
-        return len(self.inner) - self.skip
 
 
 def spec_path(spec: str) -> Path | None:

@@ -3,8 +3,9 @@
 CUDA when available (AMP in bf16, or fp16 with a grad scaler; channels_last), CPU otherwise. SGD with
 momentum; a cosine (or constant) learning rate over the phase. A `StepHooks` object sees every step (the
 pruning method adds penalties before the optimizer step and proximal updates after it) and may end the phase
-early; a pruning method is one. Every phase can be checkpointed and continued at any step: the shuffling is
-a function of (seed, epoch) only (`data.EpochSampler`), and the checkpoint carries the optimizer and RNG states.
+early; a pruning method is one. Every phase can be checkpointed and continued at any step: the shuffling and
+each item's augmentation are functions of (seed, epoch, item) only (`inputs.sampling`), and the checkpoint
+carries the optimizer and RNG states.
 
 Under torchrun the model given to `train_phase` is wrapped in DDP and the loader holds this rank's share of
 every epoch: a step sees the global batch (per-rank batch x world size), whose mean gradient DDP gives
