@@ -57,5 +57,5 @@ class SampleDraws:
 
         epoch, index = divmod(int(key), self.n)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(item_seed(self.seed, epoch, index))
+            torch.default_generator.manual_seed(item_seed(self.seed, epoch, index))  # the CPU's alone: cheap
             return self.dataset[index]
