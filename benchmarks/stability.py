@@ -45,26 +45,27 @@ def overlap(pruned_sets: list, total: int) -> tuple[float, float]:
     return sum(pairs) / len(pairs), min(pairs)
 
 
-def long_budget_records(cache: Path, methods: list[str], targets: list[float]) -> list[dict]:
-    """One record per (method, target) whose three data-order runs from dense seed 0 are all cached."""
+def long_budget_records(cache: Path, methods: list[str], targets: list[float], seeds=LONG_SEEDS) -> list[dict]:
+    """One record per (method, target) whose data-order runs `seeds` from dense seed 0 are all cached."""
     from long_budget import narrow_channels, record
 
     total = narrow_channels()
     out = []
     for method, target in itertools.product(methods, targets):
-        records = [r for seed in LONG_SEEDS if (r := record(cache, method, target, seed, dense_seed=0)) is not None]
-        if len(records) < len(LONG_SEEDS):
-            print(f"{method} 8+4 t{target:g}: {len(records)} of {len(LONG_SEEDS)} runs cached, left out", flush=True)
+        records = [r for seed in seeds if (r := record(cache, method, target, seed, dense_seed=0)) is not None]
+        if len(records) < len(seeds):
+            print(f"{method} 8+4 t{target:g}: {len(records)} of {len(seeds)} runs cached, left out", flush=True)
             continue
         mean, low = overlap([r["pruned"] for r in records], total)
         out.append({"method": method, "budget": "8+4", "target": target, "mean_pairwise_jaccard": round(mean, 4),
-                    "min_pairwise_jaccard": round(low, 4), "seeds": list(LONG_SEEDS), "dense_seed": 0,
-                    "final": [r["acc_final"] for r in records], "channels": total, "acc_dense": records[0]["acc_dense"],
+                    "min_pairwise_jaccard": round(low, 4), "seeds": list(seeds), "dense_seed": 0,
+                    "final": [r["acc_final"] for r in records], "val": [r.get("val_final") for r in records],
+                    "channels": total, "acc_dense": records[0]["acc_dense"],
                     "source": f"compare.py final --budgets 8+4 --dense-seed 0 (records: {cache})"})
     return out
 
 
-def variant_records(cache: Path, variants: list[str], targets: list[float]) -> list[dict]:
+def variant_records(cache: Path, variants: list[str], targets: list[float], seeds=LONG_SEEDS) -> list[dict]:
     """One record per (paper_study.py variant, target) whose three data-order runs are cached in `cache` (which
     must hold the narrow dense model's file: paper_study starts every run from it)."""
     from types import SimpleNamespace
@@ -76,15 +77,15 @@ def variant_records(cache: Path, variants: list[str], targets: list[float]) -> l
     for name, target in itertools.product(variants, targets):
         try:
             records = [paper_study.run(SimpleNamespace(cache=cache, report=True), name, "8+4", target, seed)
-                       for seed in LONG_SEEDS]
+                       for seed in seeds]
         except SystemExit as missing:
             print(f"{name} 8+4 t{target:g}: {missing}, left out", flush=True)
             continue
         mean, low = overlap([r["pruned"] for r in records], total)
         out.append({"method": f"catalyst: {name}", "budget": "8+4", "target": target,
                     "mean_pairwise_jaccard": round(mean, 4), "min_pairwise_jaccard": round(low, 4),
-                    "seeds": list(LONG_SEEDS), "dense_seed": 0, "final": [r["acc_final"] for r in records],
-                    "channels": total, "acc_dense": records[0]["acc_dense"],
+                    "seeds": list(seeds), "dense_seed": 0, "final": [r["acc_final"] for r in records],
+                    "val": [r.get("val_final") for r in records], "channels": total, "acc_dense": records[0]["acc_dense"],
                     "source": f"paper_study.py --variants {name} (records: {cache})"})
     return out
 
@@ -114,23 +115,25 @@ def torchrun_records() -> list[dict]:
             for r in json.loads(path.read_text())["rows"]]
 
 
-def section(records: list[dict]) -> str:
+def section(records: list[dict], seeds=LONG_SEEDS) -> str:
     lines = ["## Decision robustness: kept-set overlap (`benchmarks/stability.py`)", "",
              f"Commit {git_commit()}. From the cached runs of compare.py (long budget: one dense model, seed 0's, "
-             "three data-order seeds 0, 1, 2), short_budget.py (the shipped demo model, seeds 4, 5, 6) and "
+             f"data-order seeds {', '.join(map(str, seeds))}), short_budget.py (the shipped demo model, seeds 4, 5, 6) and "
              "distributed.py (the same seed, one process against two gloo ranks). Jaccard overlap of the kept "
              "channel sets; two random halves overlap about 0.33. Goal (issue 16): at least 0.9 for Catalyst. Rows "
              "`catalyst: NAME` are paper_study.py's runs of that setting from the same dense model (the default "
-             "is plus-center-group-d0.5-no-cost-rewind-s0.4); rows `catalyst` run the setting selection.json "
+             "is window-1-epoch); rows `catalyst` run the setting selection.json "
              "names, chosen before the rewind setting existed.", "",
-             "| budget | target | method | seeds or processes | mean pairwise Jaccard | min | final accuracy (%) | dense |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| budget | target | method | seeds or processes | mean pairwise Jaccard | min | final accuracy (%) | "
+             "mean test / validation | dense |", "|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         who = r.get("comparison") or ", ".join(map(str, r["seeds"]))
         finals = " / ".join(f"{a:.2f}" for a in r["final"])
         low = r.get("min_pairwise_jaccard")
+        val = [v for v in r.get("val") or [] if v is not None]
+        means = f"{sum(r['final']) / len(r['final']):.2f}" + (f" / {sum(val) / len(val):.2f}" if val else "")
         lines.append(f"| {r['budget']} | {r['target']:g} | {r['method']} | {who} | {r['mean_pairwise_jaccard']:.3f} | "
-                     f"{'-' if low is None else f'{low:.3f}'} | {finals} | {r.get('acc_dense', '-')} |")
+                     f"{'-' if low is None else f'{low:.3f}'} | {finals} | {means} | {r.get('acc_dense', '-')} |")
     return "\n".join(lines)
 
 
@@ -146,14 +149,19 @@ def main(argv=None) -> int:
                         "--variant-cache")
     p.add_argument("--variant-cache", type=Path, default=HERE / "study_records",
                    help="the cache paper_study.py ran in (it holds the narrow dense model's file)")
+    p.add_argument("--long-seeds", type=int, nargs="+", default=list(LONG_SEEDS),
+                   help="the long budget's data-order seeds (every one cached, or the row is left out)")
+    p.add_argument("--section", default="stability",
+                   help="the RESULTS.md section; another than stability writes no stability.json (a study)")
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args(argv)
-    records = [r for cache in args.cache for r in long_budget_records(cache, args.methods, args.targets)]
-    records += variant_records(args.variant_cache, args.variants, args.targets) if args.variants else []
-    records += short_budget_records() + torchrun_records()
-    if not args.no_write:
+    seeds = tuple(args.long_seeds)
+    records = [r for cache in args.cache for r in long_budget_records(cache, args.methods, args.targets, seeds)]
+    records += variant_records(args.variant_cache, args.variants, args.targets, seeds) if args.variants else []
+    records += short_budget_records() + torchrun_records() if args.section == "stability" else []
+    if not args.no_write and args.section == "stability":
         (HERE / "stability.json").write_text(json.dumps({"commit": git_commit(), "records": records}, indent=1))
-    publish("stability", section(records), write=not args.no_write)
+    publish(args.section, section(records, seeds), write=not args.no_write)
     return 0
 
 
