@@ -4,8 +4,9 @@ The multi-process tests start real processes: torchrun itself (`python -m torch.
 processes with torchrun's environment set by hand, so that what ends every rank on a failure is this
 package's doing and not torchrun's agent (which also kills the other workers when one fails).
 
-Until `api.prune` claims the run folder on rank 0 only (the change docs/distributed.md proposes), the
-processes run the CLI through SHIM, which makes `rundir.claim_run_folder` rank-aware the same way.
+The processes run the CLI through SHIM, a script in the test's folder (torchrun starts a script; the folder
+is then on the path, so that `flaky:flaky` imports from it). `api.prune` itself claims the run folder on
+rank 0 only (`distributed.claim_on_main`).
 """
 
 from __future__ import annotations
@@ -27,9 +28,6 @@ from catalyst_deploy.errors import UsageError
 
 TORCHRUN_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 SHIM = """\
-from catalyst_deploy.run import distributed, rundir
-# what api.prune will do itself (docs/distributed.md): rank 0 claims --out, the other ranks write nothing
-rundir.claim_run_folder = distributed.claim_on_main(rundir.claim_run_folder)
 from catalyst_deploy.cli import main
 main()
 """
