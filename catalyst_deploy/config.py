@@ -52,7 +52,7 @@ class CatalystSettings:
     center_groups: bool = setting(True, "with center: first level each group's undecided delta to mean log c = 0 "
                                          "(no layer is cut for a push weak in the whole layer; docs/method.md)")
     running_bn: bool = setting(False, "during the phase BatchNorm normalises with its running statistics (a sample's "
-                                      "gradient then does not hang on its batch: ranks decide as one process)")
+                                      "gradient then does not depend on its batch: ranks decide as one process)")
     rewind: bool = setting(True, "at a forced freeze, cut the set from the weights the phase started with (the "
                                   "dynamics pick the set, recovery starts undamaged; docs/method.md)")
 

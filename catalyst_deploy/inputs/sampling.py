@@ -16,7 +16,8 @@ _MIX = 0x9E3779B97F4A7C15  # an odd 64-bit constant: spreads (seed, epoch, index
 
 
 def item_seed(seed: int, epoch: int, index: int) -> int:
-    """The RNG seed of one item's draws: distinct for neighbouring items, epochs and seeds."""
+    """The RNG seed of one item's draws, spread over the seed range so that neighbouring items, epochs and seeds
+    do not share one (a collision is possible, only unlikely: it would repeat one item's crop)."""
     return ((((seed * _MIX + epoch) % 2**64) * _MIX + index) * _MIX) % 2**63
 
 
