@@ -62,6 +62,18 @@ class FixedSet(PruningMethod):
         return p
 
 
+class Ranked(PruningMethod):
+    """Prune by a given score per channel (`scores`, highest first), with a one-shot method's schedule
+    (yardstick.py's --standardised)."""
+
+    scores: list[float] = []
+
+    def priority(self):
+        import torch
+
+        return torch.tensor(Ranked.scores)
+
+
 def main(argv=None) -> int:
     import torch
 

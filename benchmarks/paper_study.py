@@ -81,6 +81,9 @@ VARIANTS = {
                              "the default with a tenth of the strength"),
     "window-2-epochs-s0.04": ({**REWIND, "deadline": 0.5, "strength": 0.04, "window_epochs": 2.0},
                               "the default with a two-epoch window and a tenth of the strength"),
+    # under rewind the window's steps are recovery lost (the transplant at 0.08: 0.46 points): keep its weights
+    "window-1-epoch-no-rewind": ({**REWIND, "deadline": 0.5, "strength": 0.4, "window_epochs": 1.0, "rewind": False},
+                                 "the default, recovery from the weights the window trained (no rewind)"),
     "window-1-epoch-running-bn": ({**REWIND, "deadline": 0.5, "strength": 0.4, "window_epochs": 1.0, "running_bn": True},
                                   "the default with BatchNorm on its running statistics while deciding"),
 }
@@ -123,8 +126,9 @@ def run(args, name: str, budget: str, target: float, seed: int) -> dict:
     return run_cached(cfg, method, setting, budget, target, seed, dense, cached_only=args.report)
 
 
-def transplant(args, record: dict) -> dict:
-    """`record`'s prune set trained with L1's schedule at its budget (cut at once, every epoch recovers)."""
+def transplant(args, record: dict, extra: dict | None = None) -> dict:
+    """`record`'s prune set trained with L1's schedule at its budget (cut at once, every epoch recovers); `extra`:
+    settings the record was made with beyond the method's own (yardstick.py's --round-to)."""
     import method_study  # its FixedSet: prune exactly another run's set
     from catalyst_deploy.method_table import METHODS, MethodSpec
     from compare_runs import run_cached
@@ -132,7 +136,7 @@ def transplant(args, record: dict) -> dict:
     cfg, dense = context(args)
     METHODS["transplant"] = MethodSpec("transplant", "another run's prune set", "method_study:FixedSet", False)
     method_study.FixedSet.chosen = record["pruned"]
-    return run_cached(cfg, "transplant", {"cut": "start", "_set_of": record["key"]}, record["budget"],
+    return run_cached(cfg, "transplant", {"cut": "start", "_set_of": record["key"], **(extra or {})}, record["budget"],
                       record["target"], record["seed"], dense, cached_only=args.report)
 
 
