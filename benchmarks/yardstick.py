@@ -28,6 +28,9 @@ from results_file import machine_line, publish  # noqa: E402
 
 METHODS = ("l1", "random", "taylor", "catalyst", "depgraph")
 STANDARDISED = "catalyst's log c over its group's spread, cut at once"  # --standardised
+# paper_study.py's descriptions, where they speak of an earlier default
+ABOUT = {"plus-center-group-d0.5-no-cost-rewind-s0.4": "the default without its one-epoch window: the freeze at half "
+                                                      "the phase (four epochs)"}
 SHIPPED = "window-1-epoch"  # paper_study.py's name of the settings Catalyst ships with
 TRANSPLANT = "catalyst's set, cut at once"  # its prune set with L1's schedule (--transplant)
 # DepGraph's strength: compare.py's choice at 1+1, which held at the long budget (paper_study.py's depgraph rows)
@@ -73,6 +76,17 @@ def narrow_graph():
     return ChannelGraph(small_resnet(in_channels=1, num_classes=10, widths=NARROW), torch.zeros(1, 1, 28, 28))
 
 
+def group_columns():
+    """(each channel's group, the groups in order, their column names: first producer and size)."""
+    import collections
+
+    graph = narrow_graph()
+    group = graph.group_of_channel()
+    sizes = collections.Counter(group.tolist())
+    order = sorted(sizes)
+    return group, order, [f"{graph.root_name(g)} ({sizes[g]})" for g in order]
+
+
 def standardised(args, record: dict) -> dict:
     """A diagnostic: Catalyst's log c at its freeze (each group already centred to mean 0 by `center_groups`)
     divided by each group's spread, ranked across groups by the budget as any score is, the set cut at once and
@@ -90,7 +104,7 @@ def standardised(args, record: dict) -> dict:
     cfg, dense = context(args)
     report = json.loads((args.cache / "runs" / record["key"] / "report.json").read_text())
     log_c = torch.tensor([float(v) for v in report["method"]["log_c_at_freeze"]])  # clamped to +-50: finite
-    group = narrow_graph().group_of_channel()
+    group = group_columns()[0]
     score = log_c.clone()
     for g in group.unique():
         live = (group == g) & (log_c.abs() < 50)  # a channel already at F = 0 or delta = 0 keeps its side
@@ -107,10 +121,14 @@ def section(args, found: dict) -> str:
     from long_budget import mean_std, narrow_channels
     from stability import overlap
 
-    lines = [f"Machine: {machine_line()} (single-thread lanes beside other work). 8+4 epochs, seed 0's narrow dense "
+    from paper_study import VARIANTS
+
+    lines = ["## The long budget at a harder cut (`benchmarks/yardstick.py`)", "",
+             f"Machine: {machine_line()} (single-thread lanes beside other work). 8+4 epochs, seed 0's narrow dense "
              f"model (16-32-64; records in `{args.cache}`), data orders {', '.join(map(str, args.seeds))}, "
              f"`--round-to {args.round_to}` for every method (the long budget's runs use 8). Mean ± std over the "
              "data orders; the gap is each method's mean test accuracy below the best method's.", "",
+             *[f"- catalyst ({v}): {ABOUT.get(v, VARIANTS[v][1])}" for v in args.variants if v != SHIPPED], "",
              "| target | method | data orders | final val | final test | gap (test) | MACs | after the phase (test) "
              "| kept-set overlap |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -126,24 +144,56 @@ def section(args, found: dict) -> str:
                          f"{best - statistics.mean(r['acc_final'] for r in rs):.2f} | "
                          f"{statistics.mean(r['macs_ratio'] for r in rs):.3f} | "
                          f"{mean_std([r['acc_after_reg'] for r in rs])} | {'-' if lap is None else f'{lap:.2f}'} |")
-    return "\n".join(lines + allocation(found))
+    return "\n".join(lines + allocation(found) + group_correlations(args, found))
 
 
 def allocation(found: dict) -> list[str]:
     """Channels each method keeps per coupled group (one entry per data order): where the sets differ most."""
     import collections
 
-    graph = narrow_graph()
-    group = graph.group_of_channel()
+    group, order, names = group_columns()
     sizes = collections.Counter(group.tolist())
-    order = sorted(sizes)
     lines = ["", "Channels kept per coupled group (the group named by its first producer, its size), one entry per "
-             "data order:", "", "| target | method | " + " | ".join(f"{graph.root_name(g)} ({sizes[g]})" for g in order)
-             + " |", "|---|---|" + "---|" * len(order)]
+             "data order:", "", "| target | method | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(order)]
     for (method, target), rs in sorted(found.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         counts = [collections.Counter(group[r["pruned"]].tolist()) for r in rs]
         lines.append(f"| {target:g} | {method} | " + " | ".join(
             " / ".join(str(sizes[g] - c.get(g, 0)) for c in counts) for g in order) + " |")
+    return lines
+
+
+def group_correlations(args, found: dict) -> list[str]:
+    """Within each coupled group, the Spearman correlation of a method's prune priority (report.json's
+    `channels.priority`, highest pruned first) with the dense model's single-channel ablation loss (negative:
+    the channels whose removal costs least go first); mean over the data orders whose run folders are kept."""
+    import json
+
+    import torch
+
+    from paper_study import context
+
+    cfg, dense = context(args)
+    ablation = torch.tensor(dense.ablation(cfg))
+    group, groups, names = group_columns()
+
+    def spearman(a, b):
+        ranks = torch.stack([a.argsort().argsort(), b.argsort().argsort()]).float()
+        return float(torch.corrcoef(ranks)[0, 1])
+
+    lines = ["", "Rank correlation (Spearman) of each method's prune priority with the single-channel ablation loss, "
+             "within each coupled group (mean over the data orders; the transplant has no "
+             "order of its own):", "", "| target | method | " + " | ".join(names) + " |",
+             "|---|---|" + "---|" * len(groups)]
+    for (method, target), rs in sorted(found.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        paths = [args.cache / "runs" / r["key"] / "report.json" for r in rs]
+        if method == TRANSPLANT or not all(p.is_file() for p in paths):
+            continue
+        per_run = []
+        for path in paths:
+            priority = torch.tensor(json.loads(path.read_text())["channels"]["priority"], dtype=torch.float)
+            per_run.append([spearman(priority[group == g], ablation[group == g]) for g in groups])
+        lines.append(f"| {target:g} | {method} | " + " | ".join(
+            f"{statistics.mean(col):+.2f}" for col in zip(*per_run)) + " |")
     return lines
 
 
