@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import functools
 import itertools
-import json
 import sys
 from pathlib import Path
 from types import SimpleNamespace

@@ -87,22 +87,13 @@ def group_columns():
     return group, order, [f"{graph.root_name(g)} ({sizes[g]})" for g in order]
 
 
-def standardised(args, record: dict) -> dict:
-    """A diagnostic: Catalyst's log c at its freeze (each group already centred to mean 0 by `center_groups`)
-    divided by each group's spread, ranked across groups by the budget as any score is, the set cut at once and
-    trained with L1's schedule. Against the transplant of the set Catalyst took, it says whether the order across
-    groups (the groups' log c spreads differ tenfold) is what its set loses."""
+def group_standardised(report_path: Path) -> list[float]:
+    """A Catalyst run's log c at its freeze (report.json), each group's live channels divided by their spread."""
     import json
 
-    import method_study
     import torch
 
-    from catalyst_deploy.method_table import METHODS, MethodSpec
-    from compare_runs import run_cached
-    from paper_study import context
-
-    cfg, dense = context(args)
-    report = json.loads((args.cache / "runs" / record["key"] / "report.json").read_text())
+    report = json.loads(report_path.read_text())
     log_c = torch.tensor([float(v) for v in report["method"]["log_c_at_freeze"]])  # clamped to +-50: finite
     group = group_columns()[0]
     score = log_c.clone()
@@ -110,7 +101,23 @@ def standardised(args, record: dict) -> dict:
         live = (group == g) & (log_c.abs() < 50)  # a channel already at F = 0 or delta = 0 keeps its side
         if live.sum() > 1:
             score[live] = (log_c[live] - log_c[live].mean()) / log_c[live].std().clamp_min(1e-12)
-    method_study.Ranked.scores = score.clamp(-1e3, 1e3).tolist()
+    return score.clamp(-1e3, 1e3).tolist()
+
+
+def standardised(args, record: dict) -> dict:
+    """A diagnostic: Catalyst's log c at its freeze (each group already centred to mean 0 by `center_groups`)
+    divided by each group's spread, ranked across groups by the budget as any score is, the set cut at once and
+    trained with L1's schedule. Against the transplant of the set Catalyst took, it says whether the order across
+    groups (the groups' log c spreads differ up to twentyfold) is what its set loses."""
+    import method_study
+
+    from catalyst_deploy.method_table import METHODS, MethodSpec
+    from compare_runs import run_cached
+    from paper_study import context
+
+    cfg, dense = context(args)
+    if not args.report:  # the record's key names the run it ranks, not the scores: --report reads the cache alone
+        method_study.Ranked.scores = group_standardised(args.cache / "runs" / record["key"] / "report.json")
     METHODS["ranked"] = MethodSpec("ranked", "a given score per channel", "method_study:Ranked", False)
     return run_cached(cfg, "ranked", {"cut": "start", "_log_c_of": record["key"], "_rule": "group-standardised",
                                       "round_to": args.round_to}, record["budget"], record["target"], record["seed"],
@@ -194,6 +201,8 @@ def group_correlations(args, found: dict) -> list[str]:
             per_run.append([spearman(priority[group == g], ablation[group == g]) for g in groups])
         lines.append(f"| {target:g} | {method} | " + " | ".join(
             f"{statistics.mean(col):+.2f}" for col in zip(*per_run)) + " |")
+    if len(lines) == 5:  # run folders (report.json: the priorities) are kept only where the runs were made
+        return ["", "(The within-group rank correlations need the runs' folders, which the cache does not keep.)"]
     return lines
 
 
