@@ -1,8 +1,10 @@
 """Can the long budget tell prune sets apart? A harder cut of the same narrow model, where random channels
 should trail a good set by at least a point.
 
-    python benchmarks/yardstick.py --cache benchmarks/study_records --round-to 4 --targets 0.08 --seeds 0
-    python benchmarks/yardstick.py --cache benchmarks/study_records --round-to 4 --targets 0.08 --report
+    python benchmarks/yardstick.py --cache benchmarks/study_records --targets 0.08 --seeds 0 1 2   # a lane's runs
+    python benchmarks/yardstick.py --cache benchmarks/study_records --targets 0.08 0.06 --seeds 0 1 2 3 4 5 \
+        --variants window-1-epoch window-1-epoch-no-rewind plus-center-group-d0.5-no-cost-rewind-s0.4 \
+        --transplant --standardised --report      # RESULTS.md's section from the cache (what is missing is said)
 
 At 8+4 epochs on the narrow model (16-32-64) random channels, cut at once and recovered for 12 epochs, end
 within 0.43 points of the best method at 0.3 and 0.15 of the MACs (six data orders, `long-budget-six-orders`):
@@ -126,9 +128,8 @@ def standardised(args, record: dict) -> dict:
 
 def section(args, found: dict) -> str:
     from long_budget import mean_std, narrow_channels
-    from stability import overlap
-
     from paper_study import VARIANTS
+    from stability import overlap
 
     lines = ["## The long budget at a harder cut (`benchmarks/yardstick.py`)", "",
              f"Machine: {machine_line()} (single-thread lanes beside other work). 8+4 epochs, seed 0's narrow dense "
@@ -214,7 +215,7 @@ def main(argv=None) -> int:
     p.add_argument("--round-to", type=int, default=4, help="channel counts in multiples of this (every method)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                    help="data-order seeds, every one from seed 0's dense model")
-    p.add_argument("--variants", nargs="+", default=[SHIPPED],
+    p.add_argument("--variants", nargs="+", default=[SHIPPED], metavar="VARIANT",
                    help="Catalyst's settings, by paper_study.py's names (default: as it ships)")
     p.add_argument("--transplant", action="store_true",
                    help="also Catalyst's prune sets trained with L1's schedule (cut at once): the set apart from "
@@ -226,6 +227,11 @@ def main(argv=None) -> int:
     p.add_argument("--section", default="yardstick", help="the RESULTS.md section to write")
     p.add_argument("--no-write", action="store_true", help="print the section, leave RESULTS.md as it is")
     args = p.parse_args(argv)
+    from paper_study import VARIANTS
+
+    unknown = sorted(set(args.variants) - set(VARIANTS))
+    if unknown:
+        p.error(f"unknown variant {', '.join(unknown)}: paper_study.py's VARIANTS names them")
 
     import torch
 
