@@ -19,6 +19,7 @@ every setting). Writes the `yardstick` section of RESULTS.md with --report (or `
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 from pathlib import Path
@@ -78,8 +79,10 @@ def narrow_graph():
     return ChannelGraph(small_resnet(in_channels=1, num_classes=10, widths=NARROW), torch.zeros(1, 1, 28, 28))
 
 
+@functools.lru_cache(maxsize=None)
 def group_columns():
-    """(each channel's group, the groups in order, their column names: first producer and size)."""
+    """(each channel's group, the groups in order, their column names: first producer and size); built once per
+    process (every table and every standardised run asks)."""
     import collections
 
     graph = narrow_graph()
